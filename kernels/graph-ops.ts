@@ -1,0 +1,7 @@
+/** The graph-building operations the LoRA emitters need; the model's ONNX graph writer provides them. */
+export interface GraphOps {
+  op(opType: string, inputs: string[], attributes?: Record<string, number | number[]>, domain?: string): string;
+  int64s(name: string, values: number[]): string;
+  /** `If(cond)` whose branches emit nodes and return the value they yield. */
+  ifElse(cond: string, thenBranch: () => string, elseBranch: () => string): string;
+}

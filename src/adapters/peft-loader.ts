@@ -1,0 +1,252 @@
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { CheckpointError } from '../model/checkpoint-error.js';
+import { PROJECTIONS, projectionShape, projectionWeightName } from '../model/model-config.js';
+import type { ModelConfig, Projection } from '../model/model-config.js';
+import { SafetensorsFile } from '../model/safetensors.js';
+import { AdapterError } from './adapter-error.js';
+import { isTargeted, moduleLoraParams, parsePeftConfig } from './peft-config.js';
+import type { PeftConfig } from './peft-config.js';
+
+/** One projection's LoRA, laid out for the kernel: `y += scale · (x · a) · b`. */
+export interface LoraModule {
+  layer: number;
+  projection: Projection;
+  rank: number;
+  scale: number;
+  /** `[in, rank]` row-major: PEFT's lora_A `[rank, in]` transposed. */
+  a: Float32Array;
+  /** `[rank, out]` row-major: PEFT's lora_B `[out, rank]` transposed. */
+  b: Float32Array;
+}
+
+export interface LoraWeights {
+  /** The largest rank over the modules. */
+  rank: number;
+  /** Keyed by loraModuleKey(layer, projection). */
+  modules: Map<string, LoraModule>;
+  /** Bytes of all `a` and `b` arrays. */
+  bytes: number;
+}
+
+export interface LoadPeftAdapterOptions {
+  /** The largest rank the server accepts (`--max-lora-rank`). */
+  maxRank: number;
+}
+
+export interface AdapterFiles {
+  config: string;
+  weights: string;
+}
+
+export function loraModuleKey(layer: number, projection: Projection): string {
+  return `${layer}.${projection}`;
+}
+
+/**
+ * The two files of a PEFT adapter directory. Pickled `adapter_model.bin` weights are refused: loading them would mean
+ * unpickling, and safetensors is what PEFT writes by default.
+ */
+export function adapterFiles(dir: string): AdapterFiles {
+  if (!existsSync(dir) || !statSync(dir).isDirectory()) throw new AdapterError('adapter_not_found', dir, 'no such adapter directory');
+  const config = join(dir, 'adapter_config.json');
+  if (!existsSync(config)) throw new AdapterError('adapter_not_found', dir, 'no adapter_config.json: not a PEFT adapter directory');
+  const weights = join(dir, 'adapter_model.safetensors');
+  if (!existsSync(weights)) {
+    if (existsSync(join(dir, 'adapter_model.bin'))) {
+      throw new AdapterError(
+        'adapter_unsupported',
+        join(dir, 'adapter_model.bin'),
+        'only adapter_model.safetensors weights are supported, not pickled .bin files; convert with PEFT: ' +
+          'PeftModel.from_pretrained(base, dir).save_pretrained(out, safe_serialization=True)',
+      );
+    }
+    throw new AdapterError('adapter_not_found', dir, 'no adapter_model.safetensors');
+  }
+  return { config, weights };
+}
+
+/**
+ * Reads and validates a PEFT LoRA adapter for `base`. PEFT saves each weight as
+ * `base_model.model.<module>.lora_A.weight` / `.lora_B.weight`, with the adapter name (`default`) stripped; a
+ * `.lora_A.default.weight` name is not something PEFT writes or loads, so it is refused like any unexplained tensor.
+ * Every module the config targets in the base must have both tensors (PEFT would only warn and leave it at its
+ * no-op initial value), and every tensor must belong to a targeted module.
+ */
+export function loadPeftAdapter(dir: string, base: ModelConfig, options: LoadPeftAdapterOptions): LoraWeights {
+  const files = adapterFiles(dir);
+  const config = parsePeftConfig(readJson(files.config), files.config);
+  const targets = resolveTargets(config, base);
+
+  for (const target of targets.values()) {
+    if (target.rank > options.maxRank) {
+      throw new AdapterError(
+        'adapter_rank_too_large',
+        files.config,
+        `module ${target.module} has rank ${target.rank}, above this server's maximum LoRA rank ${options.maxRank} (--max-lora-rank)`,
+      );
+    }
+  }
+
+  let file: SafetensorsFile;
+  try {
+    file = SafetensorsFile.open(files.weights);
+  } catch (err) {
+    if (err instanceof CheckpointError) throw new AdapterError('adapter_invalid', files.weights, err.problem);
+    throw err;
+  }
+  try {
+    checkTensorNames(file, targets, base, config);
+    const modules = new Map<string, LoraModule>();
+    let rank = 0;
+    let bytes = 0;
+    for (const target of targets.values()) {
+      const loraModule = readModule(file, target, base);
+      modules.set(loraModuleKey(target.layer, target.projection), loraModule);
+      rank = Math.max(rank, loraModule.rank);
+      bytes += loraModule.a.byteLength + loraModule.b.byteLength;
+    }
+    return { rank, modules, bytes };
+  } finally {
+    file.close();
+  }
+}
+
+/** A projection of the base that the config targets. */
+interface Target {
+  module: string;
+  layer: number;
+  projection: Projection;
+  rank: number;
+  scale: number;
+}
+
+const TENSOR_PREFIX = 'base_model.model.';
+const LORA_TENSOR = /^base_model\.model\.(.+)\.lora_[AB]\.weight$/;
+const PROJECTION_MODULE = /^model\.layers\.(\d+)\.(?:self_attn|mlp)\.([a-z_]+)$/;
+
+/** Targeted projections keyed by module name, in layer then PROJECTIONS order. */
+function resolveTargets(config: PeftConfig, base: ModelConfig): Map<string, Target> {
+  const fail = (code: 'adapter_unsupported' | 'adapter_shape_mismatch', problem: string): never => {
+    throw new AdapterError(code, config.source, problem);
+  };
+  for (const layer of config.layersToTransform ?? []) {
+    if (layer >= base.numLayers) fail('adapter_shape_mismatch', `layers_to_transform names layer ${layer}, but the base model has ${base.numLayers} layers`);
+  }
+  for (const module of otherModuleNames(base)) {
+    if (!isTargeted(config, module)) continue;
+    if (module === 'model.embed_tokens' || module === 'lm_head') {
+      fail('adapter_unsupported', `target_modules selects ${module}: LoRA on the token embedding or lm_head is not supported`);
+    }
+    fail('adapter_unsupported', `target_modules selects ${module}, which is not one of the decoder projections (${PROJECTIONS.join(', ')})`);
+  }
+  const targets = new Map<string, Target>();
+  for (let layer = 0; layer < base.numLayers; layer++) {
+    for (const projection of PROJECTIONS) {
+      const module = projectionModuleName(layer, projection);
+      if (isTargeted(config, module)) targets.set(module, { module, layer, projection, ...moduleLoraParams(config, module) });
+    }
+  }
+  if (targets.size === 0) fail('adapter_shape_mismatch', 'target_modules selects none of the base model\'s projections');
+  return targets;
+}
+
+function projectionModuleName(layer: number, projection: Projection): string {
+  return projectionWeightName(layer, projection).slice(0, -'.weight'.length);
+}
+
+/** The base model's modules other than the projections, as transformers names them, so a regex can be checked against them. */
+function otherModuleNames(base: ModelConfig): string[] {
+  const names = ['model', 'model.embed_tokens', 'model.layers', 'model.norm', 'model.rotary_emb', 'lm_head'];
+  for (let layer = 0; layer < base.numLayers; layer++) {
+    const prefix = `model.layers.${layer}`;
+    names.push(prefix, `${prefix}.self_attn`, `${prefix}.mlp`, `${prefix}.mlp.act_fn`, `${prefix}.input_layernorm`, `${prefix}.post_attention_layernorm`);
+    if (base.qkNorm) names.push(`${prefix}.self_attn.q_norm`, `${prefix}.self_attn.k_norm`);
+  }
+  return names;
+}
+
+/** Every tensor must be a lora_A / lora_B of a targeted module. */
+function checkTensorNames(file: SafetensorsFile, targets: Map<string, Target>, base: ModelConfig, config: PeftConfig): void {
+  for (const name of file.names()) {
+    const match = LORA_TENSOR.exec(name);
+    if (match && targets.has(match[1])) continue;
+    const projection = match ? PROJECTION_MODULE.exec(match[1]) : null;
+    if (projection && (PROJECTIONS as readonly string[]).includes(projection[2]) && Number(projection[1]) >= base.numLayers) {
+      throw new AdapterError(
+        'adapter_shape_mismatch',
+        file.path,
+        `tensor ${name} is for layer ${projection[1]}, but the base model has ${base.numLayers} layers`,
+      );
+    }
+    throw new AdapterError('adapter_unexpected_tensor', file.path, `tensor ${name} is not explained by ${config.source}: ${unexpectedReason(name, match)}`);
+  }
+}
+
+function unexpectedReason(name: string, match: RegExpExecArray | null): string {
+  if (name.includes('lora_embedding_')) return 'LoRA on the token embedding is not supported';
+  if (match) return `module ${match[1]} is not a projection that target_modules, layers_to_transform and exclude_modules select`;
+  if (/\.lora_[AB]\.[^.]+\.weight$/.test(name)) {
+    return 'PEFT saves LoRA weights as <module>.lora_A.weight / .lora_B.weight, without an adapter name';
+  }
+  if (!name.startsWith(TENSOR_PREFIX)) return `PEFT LoRA tensor names start with ${TENSOR_PREFIX}`;
+  return 'only lora_A / lora_B weights of the targeted projections are supported';
+}
+
+function readModule(file: SafetensorsFile, target: Target, base: ModelConfig): LoraModule {
+  const [inFeatures, outFeatures] = projectionShape(base, target.projection);
+  const aName = `${TENSOR_PREFIX}${target.module}.lora_A.weight`;
+  const bName = `${TENSOR_PREFIX}${target.module}.lora_B.weight`;
+  const hasA = file.has(aName);
+  const hasB = file.has(bName);
+  if (!hasA || !hasB) {
+    const missing = !hasA && !hasB ? `${aName} and ${bName}` : hasA ? bName : aName;
+    throw new AdapterError('adapter_missing_tensor', file.path, `the config targets ${target.module}, but ${missing} is missing`);
+  }
+  const rankSource = `rank ${target.rank} from the config`;
+  const a = readChecked(file, aName, [target.rank, inFeatures], `${rankSource}, ${inFeatures} input features of the base ${target.projection}`);
+  const b = readChecked(file, bName, [outFeatures, target.rank], `${outFeatures} output features of the base ${target.projection}, ${rankSource}`);
+  return {
+    layer: target.layer,
+    projection: target.projection,
+    rank: target.rank,
+    scale: target.scale,
+    a: transpose(a, target.rank, inFeatures),
+    b: transpose(b, outFeatures, target.rank),
+  };
+}
+
+function readChecked(file: SafetensorsFile, name: string, expected: [number, number], why: string): Float32Array {
+  const { shape } = file.info(name);
+  if (shape.length !== 2 || shape[0] !== expected[0] || shape[1] !== expected[1]) {
+    throw new AdapterError('adapter_shape_mismatch', file.path, `tensor ${name} has shape [${shape.join(', ')}], expected [${expected.join(', ')}] (${why})`);
+  }
+  const data = file.read(name);
+  for (let i = 0; i < data.length; i++) {
+    if (!Number.isFinite(data[i])) throw new AdapterError('adapter_nonfinite', file.path, `tensor ${name} has a non-finite value (${data[i]}) at element ${i}`);
+  }
+  return data;
+}
+
+/** `[rows, cols]` → `[cols, rows]`, row-major. */
+function transpose(m: Float32Array, rows: number, cols: number): Float32Array {
+  const out = new Float32Array(m.length);
+  for (let i = 0; i < rows; i++) {
+    for (let j = 0; j < cols; j++) out[j * rows + i] = m[i * cols + j];
+  }
+  return out;
+}
+
+function readJson(path: string): unknown {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (err) {
+    throw new AdapterError('adapter_not_found', path, `cannot read: ${(err as Error).message}`);
+  }
+  try {
+    return JSON.parse(text);
+  } catch (err) {
+    throw new AdapterError('adapter_invalid', path, `not valid JSON: ${(err as Error).message}`);
+  }
+}

@@ -1,0 +1,86 @@
+import type { SamplingParams } from './sampling-params.js';
+
+/** A validated generation request: the engine never sees JSON. */
+export interface GenerationRequest {
+  /** Unique per request; used in logs, aborts and error bodies. */
+  id: string;
+  promptIds: readonly number[];
+  /** Registered adapter name, or null for the base model. */
+  adapter: string | null;
+  sampling: SamplingParams;
+}
+
+export type FinishReason = 'stop' | 'length' | 'abort';
+
+export interface TokenLogprob {
+  tokenId: number;
+  logprob: number;
+}
+
+export interface Usage {
+  promptTokens: number;
+  completionTokens: number;
+  /** Prompt tokens served from the prefix cache. */
+  cachedTokens: number;
+}
+
+/** Error kinds an engine can report for one request; the API maps them to HTTP statuses. */
+export type EngineErrorCode =
+  | 'adapter_not_found'
+  | 'adapter_invalid'
+  | 'adapter_unavailable'
+  | 'invalid_request'
+  | 'queue_full'
+  | 'engine_error'
+  | 'shutting_down';
+
+/** What one request yields, in order: tokens, then exactly one `done` or `error`. */
+export type GenerationEvent =
+  | {
+    type: 'token';
+    tokenId: number;
+    /** Text that became final with this token (may be '' while a character or a possible stop string is incomplete). */
+    text: string;
+    logprob: number | null;
+    topLogprobs: TokenLogprob[] | null;
+  }
+  | {
+    type: 'done';
+    finishReason: FinishReason;
+    /** Held-back text released at the end (never includes a matched stop string). */
+    text: string;
+    /** The stop string or stop token id that ended generation, when one did. */
+    stopReason: string | number | null;
+    usage: Usage;
+  }
+  | { type: 'error'; code: EngineErrorCode; message: string };
+
+export interface AdapterInfo {
+  name: string;
+  /** Directory the adapter was registered from. */
+  path: string;
+  /** Content digest of the adapter files: its identity for caching. */
+  digest: string;
+  rank: number;
+  pinned: boolean;
+  /** Where its weights are now: 'disk' (registered only), 'host' (in memory), 'slot' (usable by the graph this step). */
+  tier: 'disk' | 'host' | 'slot';
+  /** Requests waiting for or running with it. */
+  activeRequests: number;
+}
+
+export interface EngineStats {
+  running: number;
+  waiting: number;
+  /** KV rows in use / rows. */
+  kvUsage: number;
+  batchSize: number;
+  maxLoras: number;
+  runningAdapters: string[];
+  waitingAdapters: string[];
+  adapterLoads: { host: number; slot: number };
+  adapterEvictions: { host: number; slot: number };
+  stepsTotal: number;
+  tokensGenerated: number;
+  promptTokens: number;
+}

@@ -1,0 +1,144 @@
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { ModelConfig, Projection } from './model-config.js';
+import { projectionShape, projectionWeightName } from './model-config.js';
+import { OnnxGraph } from './onnx-graph.js';
+import type { Quantization } from './quantizer.js';
+import { quantizeBlockwise } from './quantizer.js';
+import { ropeCache } from './rope.js';
+
+/** Options that change the built graph; all of them are part of the build cache key. */
+export interface BuildOptions {
+  quantization: Quantization;
+  /** MatMulNBits block size along K. */
+  blockSize: number;
+  /** MatMulNBits `accuracy_level`: 4 computes in int8 on the CPU (VNNI), 0 in fp32. */
+  accuracyLevel: number;
+}
+
+export const DEFAULT_BUILD_OPTIONS: Readonly<BuildOptions> = Object.freeze({ quantization: 'int4', blockSize: 32, accuracyLevel: 4 });
+
+/** Where the builder reads HF tensors from (fp32, as stored: projections `[out, in]`). */
+export interface WeightSource {
+  read(name: string): Float32Array;
+  has(name: string): boolean;
+}
+
+/** Graph I/O names shared by the builder and the runner. */
+export const GraphNames = {
+  inputIds: 'input_ids',
+  positionIds: 'position_ids',
+  seqlensK: 'seqlens_k',
+  totalSequenceLength: 'total_sequence_length',
+  logits: 'logits',
+  pastKey: (layer: number) => `past_key.${layer}`,
+  pastValue: (layer: number) => `past_value.${layer}`,
+  newKey: (layer: number) => `new_key.${layer}`,
+  newValue: (layer: number) => `new_value.${layer}`,
+} as const;
+
+const EPS_ATTR = (eps: number) => ({ float: eps });
+
+/**
+ * Emits the decoder as one ONNX graph with ONNX Runtime contrib ops and writes `model.onnx` and its
+ * external weights into `dir`.
+ *
+ * Inputs: `input_ids`, `position_ids` `[batch, seq]` int64; `seqlens_k` `[batch]` int32 (each row's total length − 1);
+ * `total_sequence_length` int32 scalar; per layer `past_key.L` / `past_value.L` `[batch, kv_heads, capacity, head_dim]`,
+ * read in place from the engine's cache. Outputs: `logits` `[batch, 1, vocab]` (last position only) and per layer the new
+ * tokens' rotated keys and values `new_key.L` / `new_value.L` `[batch, seq, kv_heads * head_dim]`, which the engine
+ * writes into its cache. GQA's `present` outputs stay internal: onnxruntime-node copies every graph output.
+ */
+export function buildDecoderGraph(config: ModelConfig, weights: WeightSource, options: BuildOptions, dir: string): void {
+  const g = new OnnxGraph(join(dir, 'model.onnx.data'));
+  const { hiddenSize: H, numHeads: NH, numKvHeads: KVH, headDim: HD, vocabSize: V, rmsNormEps: eps } = config;
+
+  const inputIds = g.input(GraphNames.inputIds, 'int64', ['batch', 'seq']);
+  const positionIds = g.input(GraphNames.positionIds, 'int64', ['batch', 'seq']);
+  const seqlensK = g.input(GraphNames.seqlensK, 'int32', ['batch']);
+  const totalLength = g.input(GraphNames.totalSequenceLength, 'int32', []);
+  g.output(GraphNames.logits, 'float32', ['batch', 1, V]);
+
+  const rope = ropeCache(config, config.maxPositionEmbeddings);
+  const cos = g.initializer('rope.cos', 'float32', [config.maxPositionEmbeddings, HD / 2], rope.cos);
+  const sin = g.initializer('rope.sin', 'float32', [config.maxPositionEmbeddings, HD / 2], rope.sin);
+  const weight = (name: string, dims: number[]) => g.initializer(name, 'float32', dims, weights.read(name));
+  const linear = (x: string, name: string, n: number, k: number) => emitLinear(g, x, name, weights.read(name), n, k, options);
+  const rmsNorm = (x: string, w: string) => g.op('SimplifiedLayerNormalization', [x, w], { axis: -1, epsilon: EPS_ATTR(eps), stash_type: 1 });
+  const projection = (x: string, layer: number, p: Projection): string => {
+    const [k, n] = projectionShape(config, p);
+    const name = projectionWeightName(layer, p);
+    const y = linear(x, name, n, k);
+    const bias = name.replace(/\.weight$/, '.bias');
+    return config.attentionBias && (p === 'q_proj' || p === 'k_proj' || p === 'v_proj') ? g.op('Add', [y, weight(bias, [n])]) : y;
+  };
+  const headNorm = (x: string, w: string, heads: number) => {
+    const perHead = g.op('Reshape', [x, g.int64s(`${w}.shape`, [0, 0, heads, HD])]);
+    return g.op('Reshape', [rmsNorm(perHead, weight(w, [HD])), g.int64s(`${w}.back`, [0, 0, heads * HD])]);
+  };
+
+  const embeddings = g.op('Gather', [weight('model.embed_tokens.weight', [V, H]), inputIds], { axis: 0 });
+  let residual = embeddings;
+  let hidden = rmsNorm(embeddings, weight('model.layers.0.input_layernorm.weight', [H]));
+  let mlpOut = '';
+  for (let layer = 0; layer < config.numLayers; layer++) {
+    const prefix = `model.layers.${layer}`;
+    if (layer > 0) {
+      const outs = g.node('SkipSimplifiedLayerNormalization', [mlpOut, residual, weight(`${prefix}.input_layernorm.weight`, [H])],
+        { epsilon: EPS_ATTR(eps) }, { domain: 'com.microsoft', outputs: 4 });
+      hidden = outs[0];
+      residual = outs[3];
+    }
+    let q = projection(hidden, layer, 'q_proj');
+    let k = projection(hidden, layer, 'k_proj');
+    const v = projection(hidden, layer, 'v_proj');
+    if (config.qkNorm) {
+      q = headNorm(q, `${prefix}.self_attn.q_norm.weight`, NH);
+      k = headNorm(k, `${prefix}.self_attn.k_norm.weight`, KVH);
+    }
+    const qRot = g.op('RotaryEmbedding', [q, positionIds, cos, sin], { interleaved: 0, num_heads: NH }, 'com.microsoft');
+    const newKey = g.node('RotaryEmbedding', [k, positionIds, cos, sin], { interleaved: 0, num_heads: KVH },
+      { domain: 'com.microsoft', outputs: [GraphNames.newKey(layer)] })[0];
+    const newValue = g.node('Identity', [v], {}, { outputs: [GraphNames.newValue(layer)] })[0];
+    g.output(newKey, 'float32', ['batch', 'seq', KVH * HD]);
+    g.output(newValue, 'float32', ['batch', 'seq', KVH * HD]);
+    const pastKey = g.input(GraphNames.pastKey(layer), 'float32', ['batch', KVH, 'capacity', HD]);
+    const pastValue = g.input(GraphNames.pastValue(layer), 'float32', ['batch', KVH, 'capacity', HD]);
+    const [attention] = g.node('GroupQueryAttention', [qRot, newKey, newValue, pastKey, pastValue, seqlensK, totalLength],
+      { num_heads: NH, kv_num_heads: KVH, do_rotary: 0, local_window_size: -1, scale: { float: 1 / Math.sqrt(HD) } },
+      { domain: 'com.microsoft', outputs: 3 });
+    const attnOut = projection(attention, layer, 'o_proj');
+    const post = g.node('SkipSimplifiedLayerNormalization', [attnOut, residual, weight(`${prefix}.post_attention_layernorm.weight`, [H])],
+      { epsilon: EPS_ATTR(eps) }, { domain: 'com.microsoft', outputs: 4 });
+    residual = post[3];
+    const gate = projection(post[0], layer, 'gate_proj');
+    const up = projection(post[0], layer, 'up_proj');
+    const act = g.op('Mul', [g.op('Mul', [gate, g.op('Sigmoid', [gate])]), up]);
+    mlpOut = projection(act, layer, 'down_proj');
+  }
+  const final = g.op('Add', [mlpOut, residual]);
+  const last = g.op('Slice', [final, g.int64s('last.start', [-1]), g.int64s('last.end', [Number.MAX_SAFE_INTEGER]), g.int64s('last.axes', [1])]);
+  const normed = rmsNorm(last, weight('model.norm.weight', [H]));
+  const lmHeadName = config.tieWordEmbeddings ? 'model.embed_tokens.weight' : 'lm_head.weight';
+  const logits = emitLinear(g, normed, lmHeadName, weights.read(lmHeadName), V, H, options, 'lm_head');
+  g.node('Identity', [logits], {}, { outputs: [GraphNames.logits] });
+  writeFileSync(join(dir, 'model.onnx'), g.finish(`loraserve-${config.architecture}`));
+}
+
+/** `y = x · Wᵀ` for an HF weight `[n, k]`: MatMulNBits for int4/int8, MatMul on the transposed weight for fp32. */
+function emitLinear(g: OnnxGraph, x: string, name: string, w: Float32Array, n: number, k: number, options: BuildOptions, prefix = name): string {
+  if (w.length !== n * k) throw new Error(`${name}: expected ${n}x${k} values, found ${w.length}`);
+  if (options.quantization === 'fp32') {
+    const t = new Float32Array(k * n);
+    for (let row = 0; row < n; row++) for (let col = 0; col < k; col++) t[col * n + row] = w[row * k + col];
+    return g.op('MatMul', [x, g.initializer(`${prefix}.T`, 'float32', [k, n], t)]);
+  }
+  const bits = options.quantization === 'int4' ? 4 : 8;
+  const q = quantizeBlockwise(w, n, k, bits, options.blockSize);
+  const blocks = Math.ceil(k / options.blockSize);
+  return g.op('MatMulNBits', [
+    x,
+    g.initializer(`${prefix}.q`, 'uint8', [n, blocks, (options.blockSize * bits) / 8], q.data),
+    g.initializer(`${prefix}.scales`, 'float32', [n * blocks], q.scales),
+  ], { K: k, N: n, bits, block_size: options.blockSize, accuracy_level: options.accuracyLevel }, 'com.microsoft');
+}

@@ -1,0 +1,66 @@
+import type { ModelConfig } from './model-config.js';
+
+/**
+ * The engine-owned KV cache: per layer one key and one value buffer `[rows, kvHeads, capacity, headDim]`.
+ * A running sequence owns one row; the graph reads a contiguous range of rows in place (no copy)
+ * and returns only the new tokens' K/V, which `write` scatters into the row.
+ */
+export class KvCache {
+  readonly rows: number;
+  readonly capacity: number;
+  readonly #kvHeads: number;
+  readonly #headDim: number;
+  readonly #keys: Float32Array[];
+  readonly #values: Float32Array[];
+
+  constructor(config: ModelConfig, rows: number, capacity: number) {
+    this.rows = rows;
+    this.capacity = capacity;
+    this.#kvHeads = config.numKvHeads;
+    this.#headDim = config.headDim;
+    const size = rows * config.numKvHeads * capacity * config.headDim;
+    this.#keys = Array.from({ length: config.numLayers }, () => new Float32Array(size));
+    this.#values = Array.from({ length: config.numLayers }, () => new Float32Array(size));
+  }
+
+  get bytes(): number {
+    return 2 * this.#keys.length * this.#keys[0].byteLength;
+  }
+
+  /** Dims of a view over `count` rows. */
+  dims(count: number): number[] {
+    return [count, this.#kvHeads, this.capacity, this.#headDim];
+  }
+
+  keyView(layer: number, firstRow: number, count: number): Float32Array {
+    const rowSize = this.#kvHeads * this.capacity * this.#headDim;
+    return this.#keys[layer].subarray(firstRow * rowSize, (firstRow + count) * rowSize);
+  }
+
+  valueView(layer: number, firstRow: number, count: number): Float32Array {
+    const rowSize = this.#kvHeads * this.capacity * this.#headDim;
+    return this.#values[layer].subarray(firstRow * rowSize, (firstRow + count) * rowSize);
+  }
+
+  /**
+   * Copies new K/V laid out `[batch, seq, kvHeads * headDim]` (batch entry `b`, tokens `0..count)`)
+   * into `row` at positions `start..start+count)`.
+   */
+  write(layer: number, row: number, start: number, newKeys: Float32Array, newValues: Float32Array, b: number, seq: number, count: number): void {
+    const heads = this.#kvHeads;
+    const hd = this.#headDim;
+    const keys = this.#keys[layer];
+    const values = this.#values[layer];
+    for (let t = 0; t < count; t++) {
+      const src = (b * seq + t) * heads * hd;
+      for (let h = 0; h < heads; h++) {
+        const dst = ((row * heads + h) * this.capacity + start + t) * hd;
+        const s = src + h * hd;
+        for (let i = 0; i < hd; i++) {
+          keys[dst + i] = newKeys[s + i];
+          values[dst + i] = newValues[s + i];
+        }
+      }
+    }
+  }
+}

@@ -1,0 +1,79 @@
+import { createHash } from 'node:crypto';
+import { cpSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { adapterDigest } from '../../src/adapters/adapter-digest.js';
+import { AdapterError } from '../../src/adapters/adapter-error.js';
+import { synthAdapter } from '../../src/synth/adapter-synth.js';
+import { synthCheckpoint } from '../../src/synth/checkpoint-synth.js';
+
+const root = mkdtempSync(join(tmpdir(), 'loraserve-adapter-digest-'));
+afterAll(() => rmSync(root, { recursive: true, force: true }));
+
+const baseDir = join(root, 'base');
+synthCheckpoint(baseDir, { architecture: 'llama', preset: 'tiny', seed: 0, dtype: 'F32' });
+const original = join(root, 'original');
+synthAdapter(original, baseDir, { rank: 4, alpha: 8, targetModules: ['q_proj', 'v_proj'], seed: 0 });
+
+let copies = 0;
+function copy(): string {
+  const dir = join(root, `copy${copies++}`);
+  cpSync(original, dir, { recursive: true });
+  return dir;
+}
+
+const sha256 = (bytes: Buffer): Buffer => createHash('sha256').update(bytes).digest();
+
+describe('adapterDigest', () => {
+  it('is sha256 over the sha256 of adapter_config.json and of adapter_model.safetensors', () => {
+    const config = readFileSync(join(original, 'adapter_config.json'));
+    const weights = readFileSync(join(original, 'adapter_model.safetensors'));
+    const expected = createHash('sha256').update(sha256(config)).update(sha256(weights)).digest('hex');
+    expect(adapterDigest(original)).toBe(expected);
+  });
+
+  it('depends on content only, not on where the files are', () => {
+    expect(adapterDigest(copy())).toBe(adapterDigest(original));
+  });
+
+  it('changes when one byte of either file changes', () => {
+    const weights = copy();
+    const bytes = readFileSync(join(weights, 'adapter_model.safetensors'));
+    bytes[bytes.length - 1] ^= 1;
+    writeFileSync(join(weights, 'adapter_model.safetensors'), bytes);
+    expect(adapterDigest(weights)).not.toBe(adapterDigest(original));
+
+    const config = copy();
+    const text = readFileSync(join(config, 'adapter_config.json'), 'utf8');
+    writeFileSync(join(config, 'adapter_config.json'), text.replace('"lora_alpha": 8', '"lora_alpha": 9'));
+    expect(adapterDigest(config)).not.toBe(adapterDigest(original));
+  });
+
+  it('keeps the two files apart: moving bytes from one file to the other changes it', () => {
+    const a = join(root, 'split-a');
+    const b = join(root, 'split-b');
+    for (const [dir, config, weights] of [[a, 'xy', 'z'], [b, 'x', 'yz']]) {
+      cpSync(original, dir, { recursive: true });
+      writeFileSync(join(dir, 'adapter_config.json'), config);
+      writeFileSync(join(dir, 'adapter_model.safetensors'), weights);
+    }
+    expect(adapterDigest(a)).not.toBe(adapterDigest(b));
+  });
+
+  it('reads files larger than one chunk', () => {
+    const dir = copy();
+    const big = Buffer.alloc(3 * (1 << 20) + 5, 7);
+    writeFileSync(join(dir, 'adapter_model.safetensors'), big);
+    const expected = createHash('sha256').update(sha256(readFileSync(join(dir, 'adapter_config.json')))).update(sha256(big)).digest('hex');
+    expect(adapterDigest(dir)).toBe(expected);
+  });
+
+  it('refuses a directory without the files, like the loader', () => {
+    const bin = copy();
+    renameSync(join(bin, 'adapter_model.safetensors'), join(bin, 'adapter_model.bin'));
+    expect(() => adapterDigest(bin)).toThrow(AdapterError);
+    expect(() => adapterDigest(bin)).toThrow('only adapter_model.safetensors');
+    expect(() => adapterDigest(join(root, 'missing'))).toThrow('no such adapter directory');
+  });
+});

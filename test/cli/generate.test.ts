@@ -1,0 +1,63 @@
+import { execFile } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { afterAll, describe, expect, it } from 'vitest';
+
+const run = promisify(execFile);
+const cacheDir = mkdtempSync(join(tmpdir(), 'loraserve-cli-'));
+afterAll(() => rmSync(cacheDir, { recursive: true, force: true }));
+
+/** Runs the real CLI from source in a child process. */
+export async function loraserve(args: string[]): Promise<{ stdout: string; stderr: string; code: number }> {
+  try {
+    const { stdout, stderr } = await run(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...args], {
+      env: { ...process.env, LORASERVE_CACHE_DIR: cacheDir },
+    });
+    return { stdout, stderr, code: 0 };
+  } catch (err) {
+    const e = err as { stdout: string; stderr: string; code: number };
+    return { stdout: e.stdout, stderr: e.stderr, code: e.code };
+  }
+}
+
+interface ExpectedCase { model: string; adapter: string | null; prompt: string; prompt_ids: number[]; greedy_ids: number[] }
+const expected = JSON.parse(readFileSync('test/fixtures/hf/expected.json', 'utf8')) as { cases: ExpectedCase[] };
+
+describe('loraserve generate', () => {
+  it.each(expected.cases.filter((c) => c.adapter === null))('gives the greedy tokens of the independent reference for $model', async (c) => {
+    const model = join('test/fixtures/hf', c.model);
+    const { stdout, code } = await loraserve(['generate', '--model', model, '--prompt-ids', c.prompt_ids.join(','), '--max-tokens', '16', '--quant', 'fp32', '--json']);
+    expect(code).toBe(0);
+    const out = JSON.parse(stdout) as { token_ids: number[]; text: string };
+    expect(out.token_ids).toEqual(c.greedy_ids);
+    expect(out.text).toBe(Buffer.from(c.greedy_ids.filter((id) => id < 256)).toString('utf8'));
+  });
+
+  it('encodes a text prompt with the checkpoint tokenizer', async () => {
+    const c = expected.cases.find((x) => x.model === 'tiny-llama' && x.adapter === null) as ExpectedCase;
+    const { stdout, code } = await loraserve(['generate', '--model', 'test/fixtures/hf/tiny-llama', '--prompt', c.prompt, '--max-tokens', '16', '--quant', 'fp32', '--json']);
+    expect(code).toBe(0);
+    expect((JSON.parse(stdout) as { token_ids: number[] }).token_ids).toEqual(c.greedy_ids);
+  });
+
+  it.each([
+    [['--prompt-ids', '1,2'], '--model is required'],
+    [['--model', 'test/fixtures/hf/tiny-llama'], 'exactly one of --prompt and --prompt-ids'],
+    [['--model', 'test/fixtures/hf/tiny-llama', '--prompt-ids', '1,x'], '--prompt-ids'],
+    [['--model', 'test/fixtures/hf/tiny-llama', '--prompt-ids', '1', '--quant', 'int3'], '--quant must be one of'],
+    [['--model', 'test/fixtures/hf/tiny-llama', '--prompt-ids', '99999'], 'outside the vocabulary'],
+  ])('refuses bad arguments %j with a clear message', async (args, message) => {
+    const { stderr, code } = await loraserve(['generate', ...args]);
+    expect(code).toBe(2);
+    expect(stderr).toContain(message);
+  });
+
+  it('reports a missing checkpoint without a stack trace', async () => {
+    const { stderr, code } = await loraserve(['generate', '--model', join(cacheDir, 'nope'), '--prompt-ids', '1']);
+    expect(code).toBe(1);
+    expect(stderr).toMatch(/^loraserve generate: .*nope/);
+    expect(stderr).not.toContain('    at ');
+  });
+});
