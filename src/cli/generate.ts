@@ -1,24 +1,53 @@
+import { readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { parseArgs } from 'node:util';
-import { KvCache } from '../model/kv-cache.js';
-import { loadModel } from '../model/load-model.js';
+import { Engine } from '../engine/engine.js';
+import type { GenerationRequest } from '../engine/engine-types.js';
+import type { SamplingParams } from '../engine/sampling-params.js';
+import { DEFAULT_SAMPLING } from '../engine/sampling-params.js';
 import type { Quantization } from '../model/quantizer.js';
 import { QUANTIZATIONS } from '../model/quantizer.js';
 
-const HELP = `usage: loraserve generate --model DIR (--prompt TEXT | --prompt-ids 1,2,3) --max-tokens N [options]
+const HELP = `usage: loraserve generate --model DIR (--prompt TEXT | --prompt-ids 1,2,3 | --requests FILE) [options]
 
-Greedy generation from a Hugging Face checkpoint directory.
+Generation through the engine (greedy unless a request says otherwise).
 
 options:
   --model DIR          checkpoint directory (config.json, *.safetensors, tokenizer.json)
-  --prompt TEXT        prompt text (needs tokenizer.json)
+  --prompt TEXT        prompt text
   --prompt-ids IDS     prompt as comma-separated token ids
-  --max-tokens N       tokens to generate (default 16)
+  --requests FILE      JSON lines, each {"prompt" or "prompt_ids", "adapter"?, "max_tokens"?, sampling fields...};
+                       all run concurrently; prints one line per request in input order:
+                       {"index", "token_ids", "text"} or {"index", "error"}
+  --adapter NAME=DIR   register a PEFT adapter under NAME (repeatable)
+  --max-tokens N       tokens to generate per request (default 16)
   --quant Q            int4 | int8 | fp32 (default int4)
+  --max-lora-rank N    largest adapter rank (default 64)
   --ignore-eos         keep generating past end-of-sequence tokens
   --threads N          ONNX Runtime threads (default: all cores)
-  --json               print one line {"token_ids": [...], "text": "..."} (generated tokens only)
+  --json               print {"token_ids": [...], "text": "..."} (generated tokens only)
 `;
+
+/** A line of --requests, with the OpenAI/vLLM field names. */
+interface RequestLine {
+  prompt?: string;
+  prompt_ids?: number[];
+  adapter?: string | null;
+  max_tokens?: number;
+  temperature?: number;
+  top_p?: number;
+  top_k?: number;
+  min_p?: number;
+  repetition_penalty?: number;
+  presence_penalty?: number;
+  frequency_penalty?: number;
+  seed?: number;
+  stop?: string | string[];
+  stop_token_ids?: number[];
+  ignore_eos?: boolean;
+}
+
+class UsageError extends Error {}
 
 export async function generateCommand(argv: string[]): Promise<number> {
   const { values } = parseArgs({
@@ -27,8 +56,11 @@ export async function generateCommand(argv: string[]): Promise<number> {
       model: { type: 'string' },
       prompt: { type: 'string' },
       'prompt-ids': { type: 'string' },
+      requests: { type: 'string' },
+      adapter: { type: 'string', multiple: true, default: [] },
       'max-tokens': { type: 'string', default: '16' },
       quant: { type: 'string', default: 'int4' },
+      'max-lora-rank': { type: 'string', default: '64' },
       'ignore-eos': { type: 'boolean', default: false },
       threads: { type: 'string', default: String(availableParallelism()) },
       json: { type: 'boolean', default: false },
@@ -39,56 +71,113 @@ export async function generateCommand(argv: string[]): Promise<number> {
     process.stdout.write(HELP);
     return 0;
   }
-  const fail = (message: string) => {
-    process.stderr.write(`loraserve generate: ${message}\n\n${HELP}`);
+  let lines: RequestLine[];
+  let adapters: [string, string][];
+  let maxTokens: number;
+  try {
+    if (!values.model) throw new UsageError('--model is required');
+    const sources = [values.prompt, values['prompt-ids'], values.requests].filter((v) => v !== undefined).length;
+    if (sources !== 1) throw new UsageError('give exactly one of --prompt, --prompt-ids and --requests');
+    if (!QUANTIZATIONS.includes(values.quant as Quantization)) throw new UsageError(`--quant must be one of ${QUANTIZATIONS.join(', ')}`);
+    maxTokens = positiveInt(values['max-tokens'], '--max-tokens');
+    adapters = values.adapter.map((spec) => {
+      const eq = spec.indexOf('=');
+      if (eq <= 0 || eq === spec.length - 1) throw new UsageError(`--adapter must be NAME=DIR (found ${spec})`);
+      return [spec.slice(0, eq), spec.slice(eq + 1)];
+    });
+    lines = values.requests !== undefined ? readRequests(values.requests)
+      : values.prompt !== undefined ? [{ prompt: values.prompt }]
+        : [{ prompt_ids: parseIds(values['prompt-ids'] ?? '') }];
+  } catch (err) {
+    if (!(err instanceof UsageError)) throw err;
+    process.stderr.write(`loraserve generate: ${err.message}\n\n${HELP}`);
     return 2;
-  };
-  if (!values.model) return fail('--model is required');
-  if ((values.prompt === undefined) === (values['prompt-ids'] === undefined)) return fail('give exactly one of --prompt and --prompt-ids');
-  const maxTokens = Number(values['max-tokens']);
-  if (!Number.isInteger(maxTokens) || maxTokens < 1) return fail('--max-tokens must be a positive integer');
-  const threads = Number(values.threads);
-  if (!Number.isInteger(threads) || threads < 1) return fail('--threads must be a positive integer');
-  if (!QUANTIZATIONS.includes(values.quant as Quantization)) return fail(`--quant must be one of ${QUANTIZATIONS.join(', ')}`);
-  let promptIds: number[] | undefined;
-  if (values['prompt-ids'] !== undefined) {
-    promptIds = values['prompt-ids'].split(',').map((s) => Number(s.trim()));
-    if (promptIds.length === 0 || promptIds.some((id) => !Number.isInteger(id) || id < 0)) return fail('--prompt-ids must be comma-separated non-negative integers');
   }
 
-  const model = await loadModel({ modelDir: values.model, quantization: values.quant as Quantization, threads });
-  const { config, decoder, tokenizer } = model;
-  if (!promptIds) {
-    if (!tokenizer) return fail(`${values.model} has no tokenizer.json: use --prompt-ids`);
-    promptIds = tokenizer.encode(values.prompt ?? '');
+  const engine = await Engine.start({
+    modelDir: values.model,
+    quantization: values.quant as Quantization,
+    threads: positiveInt(values.threads, '--threads'),
+    maxBatch: Math.min(64, Math.max(1, lines.length)),
+    contextLength: 4096,
+    prefillChunk: 512,
+    maxLoras: adapters.length,
+    maxLoraRank: positiveInt(values['max-lora-rank'], '--max-lora-rank'),
+    maxCpuLoraBytes: 4 * 2 ** 30,
+    maxWaiting: Math.max(1, lines.length),
+  });
+  try {
+    const refused = new Map<string, string>();
+    for (const [name, dir] of adapters) {
+      await engine.adapters.register(name, dir).catch((err: Error) => refused.set(name, err.message));
+    }
+    const results = await Promise.all(lines.map(async (line, index) => {
+      const adapter = line.adapter ?? null;
+      if (adapter !== null && refused.has(adapter)) return { index, error: `adapter '${adapter}' was refused: ${refused.get(adapter)}` };
+      const promptIds = line.prompt_ids ?? engine.tokenizer.encode(line.prompt ?? '');
+      const request: GenerationRequest = { id: `cli-${index}`, promptIds, adapter, sampling: sampling(line, maxTokens, values['ignore-eos']) };
+      const tokenIds: number[] = [];
+      let text = '';
+      for await (const event of engine.submit(request)) {
+        if (event.type === 'error') return { index, error: event.message };
+        if (event.type === 'token') tokenIds.push(event.tokenId);
+        text += event.text;
+      }
+      return { index, token_ids: tokenIds, text };
+    }));
+    for (const r of results) {
+      if (values.requests !== undefined) process.stdout.write(`${JSON.stringify(r)}\n`);
+      else if ('error' in r) throw new Error(r.error);
+      else process.stdout.write(values.json ? `${JSON.stringify({ token_ids: r.token_ids, text: r.text })}\n` : `${r.text}\n`);
+    }
+  } finally {
+    await engine.shutdown(0);
   }
-  const badId = promptIds.find((id) => id >= config.vocabSize);
-  if (badId !== undefined) return fail(`token id ${badId} is outside the vocabulary (size ${config.vocabSize})`);
-  if (promptIds.length + maxTokens > config.maxPositionEmbeddings) {
-    return fail(`prompt (${promptIds.length}) + max tokens (${maxTokens}) exceed the context length ${config.maxPositionEmbeddings}`);
-  }
-
-  const kv = new KvCache(config, 1, promptIds.length + maxTokens);
-  const stop = new Set(values['ignore-eos'] ? [] : config.eosTokenIds);
-  const generated: number[] = [];
-  let next = promptIds;
-  let cached = 0;
-  while (generated.length < maxTokens) {
-    const logits = await decoder.forward({ firstRow: 0, tokens: [next], pastLengths: [cached] }, kv);
-    cached += next.length;
-    const id = argmax(logits);
-    generated.push(id);
-    if (stop.has(id)) break;
-    next = [id];
-  }
-  await decoder.release();
-  const text = tokenizer ? tokenizer.decode(generated, { skipSpecialTokens: true }) : '';
-  process.stdout.write(values.json ? `${JSON.stringify({ token_ids: generated, text })}\n` : `${text}\n`);
   return 0;
 }
 
-function argmax(logits: Float32Array): number {
-  let best = 0;
-  for (let i = 1; i < logits.length; i++) if (logits[i] > logits[best]) best = i;
-  return best;
+function sampling(line: RequestLine, maxTokens: number, ignoreEos: boolean): SamplingParams {
+  return {
+    ...DEFAULT_SAMPLING,
+    temperature: line.temperature ?? 0,
+    topP: line.top_p ?? DEFAULT_SAMPLING.topP,
+    topK: line.top_k ?? DEFAULT_SAMPLING.topK,
+    minP: line.min_p ?? DEFAULT_SAMPLING.minP,
+    repetitionPenalty: line.repetition_penalty ?? DEFAULT_SAMPLING.repetitionPenalty,
+    presencePenalty: line.presence_penalty ?? DEFAULT_SAMPLING.presencePenalty,
+    frequencyPenalty: line.frequency_penalty ?? DEFAULT_SAMPLING.frequencyPenalty,
+    seed: line.seed ?? null,
+    maxTokens: line.max_tokens ?? maxTokens,
+    stop: typeof line.stop === 'string' ? [line.stop] : line.stop ?? [],
+    stopTokenIds: line.stop_token_ids ?? [],
+    ignoreEos: line.ignore_eos ?? ignoreEos,
+  };
+}
+
+function readRequests(path: string): RequestLine[] {
+  return readFileSync(path, 'utf8').split('\n').flatMap((text, i) => {
+    if (text.trim() === '') return [];
+    let line: unknown;
+    try {
+      line = JSON.parse(text);
+    } catch {
+      throw new UsageError(`${path}:${i + 1}: not valid JSON`);
+    }
+    if (typeof line !== 'object' || line === null || Array.isArray(line)) throw new UsageError(`${path}:${i + 1}: each line must be a JSON object`);
+    const r = line as RequestLine;
+    if ((r.prompt === undefined) === (r.prompt_ids === undefined)) throw new UsageError(`${path}:${i + 1}: give exactly one of "prompt" and "prompt_ids"`);
+    return [r];
+  });
+}
+
+function parseIds(text: string): number[] {
+  const ids = text.split(',').map((s) => Number(s.trim()));
+  if (ids.some((id) => !Number.isInteger(id) || id < 0)) throw new UsageError('--prompt-ids must be comma-separated non-negative integers');
+  return ids;
+}
+
+function positiveInt(text: string, flag: string): number {
+  const n = Number(text);
+  if (!Number.isInteger(n) || n < 1) throw new UsageError(`${flag} must be a positive integer`);
+  return n;
 }

@@ -1,7 +1,9 @@
 import { join } from 'node:path';
 import { GraphNames } from './graph-builder.js';
 import type { KvCache } from './kv-cache.js';
-import type { ModelConfig } from './model-config.js';
+import type { LoraKernel } from '../../kernels/batched-lora.js';
+import type { ModelConfig, Projection } from './model-config.js';
+import { PROJECTIONS, projectionShape } from './model-config.js';
 import type { Feed } from './onnx-runtime.js';
 import { OrtSession } from './onnx-runtime.js';
 
@@ -14,25 +16,50 @@ export interface ForwardBatch {
   pastLengths: readonly number[];
 }
 
+/**
+ * The adapters of one forward run, for a graph built with `loraRank > 0`: each row's slot (0 = none) and the slot
+ * stacks' first `fedSlots` slots, which must cover every row's slot.
+ */
+export interface LoraBatch {
+  rowSlots: readonly number[];
+  fedSlots: number;
+  kernel: LoraKernel;
+  /** Indexed like PROJECTIONS: whether any row's adapter targets that projection. */
+  activeProjections: readonly boolean[];
+  /** `[fedSlots, in, rank]` view of a projection's A stack. */
+  a(layer: number, projection: Projection): Float32Array;
+  /** `[fedSlots, rank, out]` view of a projection's B stack (scale folded in). */
+  b(layer: number, projection: Projection): Float32Array;
+}
+
 /** A built decoder graph in an ONNX Runtime session: runs batches against an engine-owned KV cache. */
 export class Decoder {
   readonly config: ModelConfig;
+  /** Rank of the graph's LoRA slot inputs; 0 when built without LoRA. */
+  readonly loraRank: number;
   readonly #session: OrtSession;
   readonly #fetches: string[];
+  /** One all-zero slot per projection, fed when a run has no adapter. */
+  readonly #noAdapter: Map<Projection, { a: Float32Array; b: Float32Array }>;
 
-  private constructor(config: ModelConfig, session: OrtSession) {
+  private constructor(config: ModelConfig, session: OrtSession, loraRank: number) {
     this.config = config;
+    this.loraRank = loraRank;
     this.#session = session;
     this.#fetches = [GraphNames.logits];
     for (let l = 0; l < config.numLayers; l++) this.#fetches.push(GraphNames.newKey(l), GraphNames.newValue(l));
+    this.#noAdapter = new Map(PROJECTIONS.map((p) => {
+      const [k, n] = projectionShape(config, p);
+      return [p, { a: new Float32Array(k * loraRank), b: new Float32Array(loraRank * n) }];
+    }));
   }
 
-  static async load(modelDir: string, config: ModelConfig, threads: number): Promise<Decoder> {
-    return new Decoder(config, await OrtSession.create(join(modelDir, 'model.onnx'), { threads }));
+  static async load(modelDir: string, config: ModelConfig, threads: number, loraRank = 0): Promise<Decoder> {
+    return new Decoder(config, await OrtSession.create(join(modelDir, 'model.onnx'), { threads }), loraRank);
   }
 
   /** Runs the batch, appends its K/V to the cache rows, and returns the last position's logits `[rows, vocab]`. */
-  async forward(batch: ForwardBatch, kv: KvCache): Promise<Float32Array> {
+  async forward(batch: ForwardBatch, kv: KvCache, lora?: LoraBatch): Promise<Float32Array> {
     const rows = batch.tokens.length;
     const seq = batch.tokens[0].length;
     if (rows === 0 || seq === 0) throw new Error('empty forward batch');
@@ -63,6 +90,7 @@ export class Decoder {
       feeds[GraphNames.pastKey(l)] = { type: 'float32', data: kv.keyView(l, batch.firstRow, rows), dims: kvDims };
       feeds[GraphNames.pastValue(l)] = { type: 'float32', data: kv.valueView(l, batch.firstRow, rows), dims: kvDims };
     }
+    if (this.loraRank > 0) this.#loraFeeds(feeds, rows, lora);
     const out = await this.#session.run(feeds, this.#fetches);
     for (let l = 0; l < this.config.numLayers; l++) {
       const keys = out[GraphNames.newKey(l)].data;
@@ -70,6 +98,31 @@ export class Decoder {
       for (let r = 0; r < rows; r++) kv.write(l, batch.firstRow + r, batch.pastLengths[r], keys, values, r, seq, seq);
     }
     return out[GraphNames.logits].data;
+  }
+
+  #loraFeeds(feeds: Record<string, Feed>, rows: number, lora: LoraBatch | undefined): void {
+    const slots = lora?.fedSlots ?? 1;
+    const mask = new Float32Array(rows * slots);
+    const rowSlots = new BigInt64Array(rows);
+    for (let r = 0; r < rows; r++) {
+      const slot = lora?.rowSlots[r] ?? 0;
+      if (slot >= slots) throw new Error(`row ${r} uses LoRA slot ${slot} but only ${slots} slots are fed`);
+      rowSlots[r] = BigInt(slot);
+      mask[r * slots + slot] = 1;
+    }
+    feeds[GraphNames.loraSlot] = { type: 'int64', data: rowSlots, dims: [rows] };
+    feeds[GraphNames.loraMask] = { type: 'float32', data: mask, dims: [rows, slots] };
+    feeds[GraphNames.loraDense] = { type: 'bool', data: Uint8Array.of(lora?.kernel === 'dense' ? 1 : 0), dims: [] };
+    const R = this.loraRank;
+    PROJECTIONS.forEach((p, i) => {
+      feeds[GraphNames.loraActive(p)] = { type: 'bool', data: Uint8Array.of(lora?.activeProjections[i] ? 1 : 0), dims: [] };
+      const [k, n] = projectionShape(this.config, p);
+      const none = this.#noAdapter.get(p) as { a: Float32Array; b: Float32Array };
+      for (let l = 0; l < this.config.numLayers; l++) {
+        feeds[GraphNames.loraA(l, p)] = { type: 'float32', data: lora ? lora.a(l, p) : none.a, dims: [slots, k, R] };
+        feeds[GraphNames.loraB(l, p)] = { type: 'float32', data: lora ? lora.b(l, p) : none.b, dims: [slots, R, n] };
+      }
+    });
   }
 
   async release(): Promise<void> {

@@ -1,7 +1,9 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import type { LoraStepInputs } from '../../kernels/batched-lora.js';
+import { emitBatchedLora } from '../../kernels/batched-lora.js';
 import type { ModelConfig, Projection } from './model-config.js';
-import { projectionShape, projectionWeightName } from './model-config.js';
+import { PROJECTIONS, projectionShape, projectionWeightName } from './model-config.js';
 import { OnnxGraph } from './onnx-graph.js';
 import type { Quantization } from './quantizer.js';
 import { quantizeBlockwise } from './quantizer.js';
@@ -14,9 +16,11 @@ export interface BuildOptions {
   blockSize: number;
   /** MatMulNBits `accuracy_level`: 4 computes in int8 on the CPU (VNNI), 0 in fp32. */
   accuracyLevel: number;
+  /** Rank of the batched LoRA slot inputs on every projection; 0 builds a graph without LoRA. */
+  loraRank: number;
 }
 
-export const DEFAULT_BUILD_OPTIONS: Readonly<BuildOptions> = Object.freeze({ quantization: 'int4', blockSize: 32, accuracyLevel: 4 });
+export const DEFAULT_BUILD_OPTIONS: Readonly<BuildOptions> = Object.freeze({ quantization: 'int4', blockSize: 32, accuracyLevel: 4, loraRank: 0 });
 
 /** Where the builder reads HF tensors from (fp32, as stored: projections `[out, in]`). */
 export interface WeightSource {
@@ -35,6 +39,12 @@ export const GraphNames = {
   pastValue: (layer: number) => `past_value.${layer}`,
   newKey: (layer: number) => `new_key.${layer}`,
   newValue: (layer: number) => `new_value.${layer}`,
+  loraSlot: 'lora_slot',
+  loraMask: 'lora_mask',
+  loraDense: 'lora_dense',
+  loraActive: (projection: Projection) => `lora_active.${projection}`,
+  loraA: (layer: number, projection: Projection) => `lora_a.${layer}.${projection}`,
+  loraB: (layer: number, projection: Projection) => `lora_b.${layer}.${projection}`,
 } as const;
 
 const EPS_ATTR = (eps: number) => ({ float: eps });
@@ -48,6 +58,10 @@ const EPS_ATTR = (eps: number) => ({ float: eps });
  * read in place from the engine's cache. Outputs: `logits` `[batch, 1, vocab]` (last position only) and per layer the new
  * tokens' rotated keys and values `new_key.L` / `new_value.L` `[batch, seq, kv_heads * head_dim]`, which the engine
  * writes into its cache. GQA's `present` outputs stay internal: onnxruntime-node copies every graph output.
+ *
+ * With `loraRank > 0` every projection also adds the batched LoRA delta (kernels/batched-lora.ts) from slot stacks
+ * fed as inputs: `lora_slot` `[batch]`, `lora_mask` `[batch, slots]`, `lora_dense`, `lora_active.P` (bool scalars) and
+ * per layer and projection `lora_a.L.P` `[slots, in, rank]`, `lora_b.L.P` `[slots, rank, out]`.
  */
 export function buildDecoderGraph(config: ModelConfig, weights: WeightSource, options: BuildOptions, dir: string): void {
   const g = new OnnxGraph(join(dir, 'model.onnx.data'));
@@ -59,6 +73,7 @@ export function buildDecoderGraph(config: ModelConfig, weights: WeightSource, op
   const totalLength = g.input(GraphNames.totalSequenceLength, 'int32', []);
   g.output(GraphNames.logits, 'float32', ['batch', 1, V]);
 
+  const lora = options.loraRank > 0 ? loraStepInputs(g) : null;
   const rope = ropeCache(config, config.maxPositionEmbeddings);
   const cos = g.initializer('rope.cos', 'float32', [config.maxPositionEmbeddings, HD / 2], rope.cos);
   const sin = g.initializer('rope.sin', 'float32', [config.maxPositionEmbeddings, HD / 2], rope.sin);
@@ -68,7 +83,12 @@ export function buildDecoderGraph(config: ModelConfig, weights: WeightSource, op
   const projection = (x: string, layer: number, p: Projection): string => {
     const [k, n] = projectionShape(config, p);
     const name = projectionWeightName(layer, p);
-    const y = linear(x, name, n, k);
+    let y = linear(x, name, n, k);
+    if (lora) {
+      const a = g.input(GraphNames.loraA(layer, p), 'float32', ['lora_slots', k, options.loraRank]);
+      const b = g.input(GraphNames.loraB(layer, p), 'float32', ['lora_slots', options.loraRank, n]);
+      y = emitBatchedLora(g, x, y, lora.step, { a, b, active: lora.active[p] });
+    }
     const bias = name.replace(/\.weight$/, '.bias');
     return config.attentionBias && (p === 'q_proj' || p === 'k_proj' || p === 'v_proj') ? g.op('Add', [y, weight(bias, [n])]) : y;
   };
@@ -123,6 +143,14 @@ export function buildDecoderGraph(config: ModelConfig, weights: WeightSource, op
   const logits = emitLinear(g, normed, lmHeadName, weights.read(lmHeadName), V, H, options, 'lm_head');
   g.node('Identity', [logits], {}, { outputs: [GraphNames.logits] });
   writeFileSync(join(dir, 'model.onnx'), g.finish(`loraserve-${config.architecture}`));
+}
+
+function loraStepInputs(g: OnnxGraph): { step: LoraStepInputs; active: Record<Projection, string> } {
+  const slot = g.input(GraphNames.loraSlot, 'int64', ['batch']);
+  const mask = g.input(GraphNames.loraMask, 'float32', ['batch', 'lora_slots']);
+  const dense = g.input(GraphNames.loraDense, 'bool', []);
+  const active = Object.fromEntries(PROJECTIONS.map((p) => [p, g.input(GraphNames.loraActive(p), 'bool', [])])) as Record<Projection, string>;
+  return { step: { slot, dense, mask: g.op('Unsqueeze', [mask, g.int64s('lora_mask.axes', [2, 3])]) }, active };
 }
 
 /** `y = x · Wᵀ` for an HF weight `[n, k]`: MatMulNBits for int4/int8, MatMul on the transposed weight for fp32. */

@@ -63,4 +63,18 @@ export class KvCache {
       }
     }
   }
+
+  /** Moves the first `length` positions of row `from` into row `to` (compaction when a row frees up). */
+  copyRow(from: number, to: number, length: number): void {
+    const hd = this.#headDim;
+    for (const buffers of [this.#keys, this.#values]) {
+      for (const buffer of buffers) {
+        for (let h = 0; h < this.#kvHeads; h++) {
+          const src = (from * this.#kvHeads + h) * this.capacity * hd;
+          const dst = (to * this.#kvHeads + h) * this.capacity * hd;
+          buffer.copyWithin(dst, src, src + length * hd);
+        }
+      }
+    }
+  }
 }

@@ -1,5 +1,3 @@
-import { existsSync } from 'node:fs';
-import { join } from 'node:path';
 import type { BuildOptions } from './graph-builder.js';
 import { DEFAULT_BUILD_OPTIONS } from './graph-builder.js';
 import { buildOrReuse, defaultCacheRoot } from './build-cache.js';
@@ -7,20 +5,19 @@ import { Checkpoint } from './checkpoint.js';
 import { Decoder } from './decoder.js';
 import type { ModelConfig } from './model-config.js';
 import type { Quantization } from './quantizer.js';
-import { Tokenizer } from './tokenizer.js';
 
 export interface LoadModelOptions {
   modelDir: string;
   quantization?: Quantization;
   threads: number;
   cacheRoot?: string;
+  /** Rank of the batched LoRA slot inputs; 0 (default) builds without LoRA. */
+  loraRank?: number;
 }
 
 export interface LoadedModel {
   config: ModelConfig;
   decoder: Decoder;
-  /** Null when the checkpoint has no tokenizer.json (token ids only). */
-  tokenizer: Tokenizer | null;
   /** Milliseconds spent opening, building (or reusing) and creating the session. */
   loadMs: number;
   cached: boolean;
@@ -30,14 +27,17 @@ export interface LoadedModel {
 export async function loadModel(options: LoadModelOptions): Promise<LoadedModel> {
   const start = performance.now();
   const checkpoint = Checkpoint.open(options.modelDir);
-  const buildOptions: BuildOptions = { ...DEFAULT_BUILD_OPTIONS, quantization: options.quantization ?? DEFAULT_BUILD_OPTIONS.quantization };
+  const buildOptions: BuildOptions = {
+    ...DEFAULT_BUILD_OPTIONS,
+    quantization: options.quantization ?? DEFAULT_BUILD_OPTIONS.quantization,
+    loraRank: options.loraRank ?? 0,
+  };
   let built;
   try {
     built = buildOrReuse(checkpoint, buildOptions, options.cacheRoot ?? defaultCacheRoot());
   } finally {
     checkpoint.close();
   }
-  const decoder = await Decoder.load(built.dir, checkpoint.config, options.threads);
-  const tokenizer = existsSync(join(options.modelDir, 'tokenizer.json')) ? Tokenizer.fromDir(options.modelDir) : null;
-  return { config: checkpoint.config, decoder, tokenizer, loadMs: performance.now() - start, cached: built.cached };
+  const decoder = await Decoder.load(built.dir, checkpoint.config, options.threads, buildOptions.loraRank);
+  return { config: checkpoint.config, decoder, loadMs: performance.now() - start, cached: built.cached };
 }

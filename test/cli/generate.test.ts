@@ -44,14 +44,19 @@ describe('loraserve generate', () => {
 
   it.each([
     [['--prompt-ids', '1,2'], '--model is required'],
-    [['--model', 'test/fixtures/hf/tiny-llama'], 'exactly one of --prompt and --prompt-ids'],
+    [['--model', 'test/fixtures/hf/tiny-llama'], 'exactly one of --prompt, --prompt-ids and --requests'],
     [['--model', 'test/fixtures/hf/tiny-llama', '--prompt-ids', '1,x'], '--prompt-ids'],
     [['--model', 'test/fixtures/hf/tiny-llama', '--prompt-ids', '1', '--quant', 'int3'], '--quant must be one of'],
-    [['--model', 'test/fixtures/hf/tiny-llama', '--prompt-ids', '99999'], 'outside the vocabulary'],
   ])('refuses bad arguments %j with a clear message', async (args, message) => {
     const { stderr, code } = await loraserve(['generate', ...args]);
     expect(code).toBe(2);
     expect(stderr).toContain(message);
+  });
+
+  it('reports a prompt the engine refuses', async () => {
+    const { stderr, code } = await loraserve(['generate', '--model', 'test/fixtures/hf/tiny-llama', '--prompt-ids', '99999']);
+    expect(code).toBe(1);
+    expect(stderr).toContain('prompt token id 99999 is outside the vocabulary');
   });
 
   it('reports a missing checkpoint without a stack trace', async () => {

@@ -6,7 +6,7 @@ import { buildOrReuse } from '../../src/model/build-cache.js';
 import { Checkpoint } from '../../src/model/checkpoint.js';
 import { Decoder } from '../../src/model/decoder.js';
 import type { BuildOptions, WeightSource } from '../../src/model/graph-builder.js';
-import { buildDecoderGraph } from '../../src/model/graph-builder.js';
+import { buildDecoderGraph, DEFAULT_BUILD_OPTIONS } from '../../src/model/graph-builder.js';
 import { KvCache } from '../../src/model/kv-cache.js';
 import type { ModelConfig } from '../../src/model/model-config.js';
 import { dequantizeBlockwise, quantizeBlockwise } from '../../src/model/quantizer.js';
@@ -67,7 +67,7 @@ describe.each(CHECKPOINTS)('%s decoder graph', (_arch, dir) => {
   const reference = referenceLogits(config, checkpoint, [...PROMPT, ...CONTINUATION]);
 
   it('fp32 logits equal the reference within 1e-4 relative over prefill, cached decode and a chunk', async () => {
-    const decoder = await build(config, checkpoint, { quantization: 'fp32', blockSize: 32, accuracyLevel: 4 });
+    const decoder = await build(config, checkpoint, { ...DEFAULT_BUILD_OPTIONS, quantization: 'fp32' });
     for (const { logits, position } of await runSchedule(decoder, config)) {
       expect(relativeError(logits, reference[position])).toBeLessThan(1e-4);
     }
@@ -75,7 +75,7 @@ describe.each(CHECKPOINTS)('%s decoder graph', (_arch, dir) => {
   });
 
   it('decodes rows of different lengths in one batch as it does each alone', async () => {
-    const decoder = await build(config, checkpoint, { quantization: 'fp32', blockSize: 32, accuracyLevel: 4 });
+    const decoder = await build(config, checkpoint, { ...DEFAULT_BUILD_OPTIONS, quantization: 'fp32' });
     const kv = new KvCache(config, 2, 64);
     await decoder.forward({ firstRow: 0, tokens: [PROMPT], pastLengths: [0] }, kv);
     await decoder.forward({ firstRow: 1, tokens: [PROMPT.slice(0, 4)], pastLengths: [0] }, kv);
@@ -95,7 +95,7 @@ describe.each(CHECKPOINTS)('%s decoder graph', (_arch, dir) => {
     const untied = { ...config, tieWordEmbeddings: false };
     const quantReference = referenceLogits(untied, dequantized, [...PROMPT, ...CONTINUATION]);
     it.each([[0, 1e-4], [4, 8e-2]])('accuracy_level %i is within %f of the dequantized-weight reference', async (accuracyLevel, tolerance) => {
-      const decoder = await build(config, checkpoint, { quantization, blockSize: 32, accuracyLevel });
+      const decoder = await build(config, checkpoint, { ...DEFAULT_BUILD_OPTIONS, quantization, accuracyLevel });
       for (const { logits, position } of await runSchedule(decoder, config)) {
         expect(relativeError(logits, quantReference[position])).toBeLessThan(tolerance);
       }
@@ -123,7 +123,7 @@ describe('build cache', () => {
   it('reuses a build for the same checkpoint and options, and builds anew when either changes', () => {
     const checkpoint = Checkpoint.open(CHECKPOINTS[0][1]);
     const root = join(work, 'cache');
-    const options: BuildOptions = { quantization: 'int4', blockSize: 32, accuracyLevel: 4 };
+    const options: BuildOptions = { ...DEFAULT_BUILD_OPTIONS };
     const first = buildOrReuse(checkpoint, options, root);
     const second = buildOrReuse(checkpoint, options, root);
     const other = buildOrReuse(checkpoint, { ...options, quantization: 'int8' }, root);

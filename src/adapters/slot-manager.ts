@@ -1,0 +1,155 @@
+import type { LoraKernel } from '../../kernels/batched-lora.js';
+import type { LoraBatch } from '../model/decoder.js';
+import type { ModelConfig, Projection } from '../model/model-config.js';
+import { PROJECTIONS, projectionShape } from '../model/model-config.js';
+import type { LoraWeights } from './peft-loader.js';
+import { loraModuleKey } from './peft-loader.js';
+
+interface SlotEntry {
+  digest: string;
+  /** Running sequences using the slot; a referenced slot is never overwritten. */
+  refs: number;
+  pinned: boolean;
+  lastUsed: number;
+  /** Indexed like PROJECTIONS. */
+  targets: boolean[];
+}
+
+/**
+ * The device tier: `maxLoras` adapter slots in the stacked tensors the graph reads (`[1 + maxLoras, in, rank]` and
+ * `[1 + maxLoras, rank, out]` per layer and projection). Slot 0 stays all zeros for rows without an adapter. An adapter
+ * is written into the lowest free slot (so the active ones cluster at the front, which keeps the dense kernel's fed
+ * prefix short), ranks below `rank` are zero-padded, and the PEFT scale is folded into B.
+ * When no slot is free the least recently used unreferenced, unpinned slot is overwritten.
+ */
+export class SlotManager {
+  readonly maxLoras: number;
+  readonly rank: number;
+  readonly #config: ModelConfig;
+  readonly #a: Float32Array[];
+  readonly #b: Float32Array[];
+  readonly #slots: (SlotEntry | null)[];
+  #clock = 0;
+  evictions = 0;
+  loads = 0;
+
+  constructor(config: ModelConfig, maxLoras: number, rank: number) {
+    this.#config = config;
+    this.maxLoras = maxLoras;
+    this.rank = rank;
+    this.#slots = new Array<SlotEntry | null>(maxLoras + 1).fill(null);
+    this.#a = [];
+    this.#b = [];
+    for (let layer = 0; layer < config.numLayers; layer++) {
+      for (const p of PROJECTIONS) {
+        const [k, n] = projectionShape(config, p);
+        this.#a.push(new Float32Array((maxLoras + 1) * k * rank));
+        this.#b.push(new Float32Array((maxLoras + 1) * rank * n));
+      }
+    }
+  }
+
+  /** Bytes held by the slot stacks. */
+  get bytes(): number {
+    return this.#a.reduce((s, a) => s + a.byteLength, 0) + this.#b.reduce((s, b) => s + b.byteLength, 0);
+  }
+
+  slotOf(digest: string): number | null {
+    const i = this.#slots.findIndex((s) => s?.digest === digest);
+    return i > 0 ? i : null;
+  }
+
+  residentDigests(): string[] {
+    return this.#slots.flatMap((s) => (s ? [s.digest] : []));
+  }
+
+  /**
+   * A reference to the adapter's slot, writing it into one first when it is not resident (`weights` then required).
+   * Null when every slot is referenced or pinned: the caller waits for a slot to free up.
+   */
+  acquire(digest: string, weights: LoraWeights | undefined): number | null {
+    let slot = this.slotOf(digest);
+    if (slot === null) {
+      if (!weights) return null;
+      slot = this.#freeSlot();
+      if (slot === null) return null;
+      this.#write(slot, digest, weights);
+    }
+    const entry = this.#slots[slot] as SlotEntry;
+    entry.refs++;
+    entry.lastUsed = ++this.#clock;
+    return slot;
+  }
+
+  release(slot: number): void {
+    const entry = this.#slots[slot];
+    if (!entry || entry.refs === 0) throw new Error(`release of LoRA slot ${slot}, which holds no reference`);
+    entry.refs--;
+  }
+
+  /** Pins (or unpins) the adapter's slot if it is resident; a pinned adapter is written into a slot by `acquire` as usual. */
+  setPinned(digest: string, pinned: boolean): void {
+    const slot = this.slotOf(digest);
+    if (slot !== null) (this.#slots[slot] as SlotEntry).pinned = pinned;
+  }
+
+  /** Drops an unreferenced adapter from its slot (unregistration). */
+  drop(digest: string): void {
+    const slot = this.slotOf(digest);
+    if (slot === null) return;
+    if ((this.#slots[slot] as SlotEntry).refs > 0) throw new Error(`LoRA slot ${slot} is still in use`);
+    this.#slots[slot] = null;
+  }
+
+  /** The slot inputs for a run whose rows use `rowSlots` (0 = no adapter). */
+  batch(rowSlots: readonly number[], kernel: LoraKernel): LoraBatch {
+    const fedSlots = Math.max(0, ...rowSlots) + 1;
+    const activeProjections = PROJECTIONS.map((_, i) => rowSlots.some((s) => s > 0 && (this.#slots[s] as SlotEntry).targets[i]));
+    const R = this.rank;
+    const view = (stacks: Float32Array[], layer: number, p: Projection, perSlot: (k: number, n: number) => number) => {
+      const [k, n] = projectionShape(this.#config, p);
+      return stacks[layer * PROJECTIONS.length + PROJECTIONS.indexOf(p)].subarray(0, fedSlots * perSlot(k, n));
+    };
+    return {
+      rowSlots,
+      fedSlots,
+      kernel,
+      activeProjections,
+      a: (layer, p) => view(this.#a, layer, p, (k) => k * R),
+      b: (layer, p) => view(this.#b, layer, p, (_, n) => R * n),
+    };
+  }
+
+  #freeSlot(): number | null {
+    let best: number | null = null;
+    for (let i = 1; i < this.#slots.length; i++) {
+      const s = this.#slots[i];
+      if (!s) return i;
+      if (s.refs === 0 && !s.pinned && (best === null || s.lastUsed < (this.#slots[best] as SlotEntry).lastUsed)) best = i;
+    }
+    if (best !== null) this.evictions++;
+    return best;
+  }
+
+  #write(slot: number, digest: string, weights: LoraWeights): void {
+    const R = this.rank;
+    const targets = PROJECTIONS.map(() => false);
+    for (let layer = 0; layer < this.#config.numLayers; layer++) {
+      PROJECTIONS.forEach((p, pi) => {
+        const [k, n] = projectionShape(this.#config, p);
+        const a = this.#a[layer * PROJECTIONS.length + pi].subarray(slot * k * R, (slot + 1) * k * R);
+        const b = this.#b[layer * PROJECTIONS.length + pi].subarray(slot * R * n, (slot + 1) * R * n);
+        a.fill(0);
+        b.fill(0);
+        const m = weights.modules.get(loraModuleKey(layer, p));
+        if (!m) return;
+        if (m.rank > R) throw new Error(`adapter rank ${m.rank} exceeds the slot rank ${R}`);
+        targets[pi] = true;
+        for (let i = 0; i < k; i++) a.set(m.a.subarray(i * m.rank, (i + 1) * m.rank), i * R);
+        for (let j = 0; j < m.rank * n; j++) b[j] = m.scale * m.b[j];
+      });
+    }
+    this.#slots[slot] = { digest, refs: 0, pinned: false, lastUsed: ++this.#clock, targets };
+    this.loads++;
+  }
+}

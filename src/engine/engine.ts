@@ -1,0 +1,166 @@
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Worker } from 'node:worker_threads';
+import type { AdapterErrorCode } from '../adapters/adapter-error.js';
+import { AdapterError } from '../adapters/adapter-error.js';
+import type { ModelConfig } from '../model/model-config.js';
+import { Tokenizer } from '../model/tokenizer.js';
+import { spawnWorker } from '../spawn-worker.js';
+import type { EngineOptions } from './engine-options.js';
+import type { AdapterInfo, EngineStats, GenerationEvent, GenerationRequest } from './engine-types.js';
+import { RequestStream } from './request-stream.js';
+import type { CallResult, EngineCall, FromWorker, ToWorker } from './worker-protocol.js';
+
+/** An engine call that failed in the worker; adapter refusals arrive as AdapterError. */
+export class EngineError extends Error {
+  override readonly name = 'EngineError';
+}
+
+/**
+ * The engine as the HTTP layer sees it. The model, KV cache and adapter tiers live in a worker thread (a model run
+ * blocks its thread); this side owns tokenization, detokenization and stop strings, and routes the worker's per-step
+ * messages to each request's event stream.
+ */
+export class Engine {
+  readonly tokenizer: Tokenizer;
+  readonly #worker: Worker;
+  readonly #streams = new Map<string, RequestStream>();
+  readonly #calls = new Map<number, { resolve: (v: CallResult) => void; reject: (e: Error) => void }>();
+  readonly #ready: Promise<void>;
+  #resolveReady: () => void = () => undefined;
+  #model: { config: ModelConfig; contextLength: number } | null = null;
+  #nextCall = 0;
+  #dead: string | null = null;
+
+  private constructor(worker: Worker, tokenizer: Tokenizer) {
+    this.#worker = worker;
+    this.tokenizer = tokenizer;
+    this.#ready = new Promise((resolve) => { this.#resolveReady = resolve; });
+    worker.on('message', (message: FromWorker) => this.#onMessage(message));
+    worker.on('error', (err) => this.#die(`engine worker failed: ${err.message}`));
+    worker.on('exit', (code) => this.#die(`engine worker exited (code ${code})`));
+  }
+
+  /** Starts the worker and waits until the model is loaded; rejects with the worker's reason when it cannot start. */
+  static async start(options: EngineOptions): Promise<Engine> {
+    if (!existsSync(join(options.modelDir, 'tokenizer.json'))) throw new Error(`${options.modelDir}: no tokenizer.json`);
+    const engine = new Engine(spawnWorker(new URL('./engine-worker.js', import.meta.url), options), Tokenizer.fromDir(options.modelDir));
+    await engine.#ready;
+    if (engine.#dead) {
+      await engine.#worker.terminate();
+      throw new Error(engine.#dead);
+    }
+    return engine;
+  }
+
+  get config(): ModelConfig {
+    return (this.#model as { config: ModelConfig }).config;
+  }
+
+  /** Tokens per sequence, prompt and output together. */
+  get contextLength(): number {
+    return (this.#model as { contextLength: number }).contextLength;
+  }
+
+  /**
+   * Events for one request: tokens, then exactly one `done` or `error`. Stopping the iteration early (or `abort`)
+   * aborts the request and frees everything it holds in the engine.
+   */
+  submit(request: GenerationRequest): AsyncIterable<GenerationEvent> {
+    const stream = new RequestStream(request, this.tokenizer, () => this.#post({ type: 'abort', id: request.id }));
+    if (this.#dead) stream.onError('engine_error', this.#dead);
+    else if (this.#streams.has(request.id)) stream.onError('invalid_request', `request id ${request.id} is already in use`);
+    else {
+      this.#streams.set(request.id, stream);
+      this.#post({ type: 'submit', request });
+    }
+    return stream;
+  }
+
+  abort(id: string): void {
+    this.#streams.get(id)?.abort();
+    this.#streams.delete(id);
+  }
+
+  readonly adapters = {
+    register: async (name: string, path: string): Promise<AdapterInfo> => (await this.#call({ op: 'adapter.register', name, path })) as AdapterInfo,
+    unregister: async (name: string): Promise<void> => {
+      await this.#call({ op: 'adapter.unregister', name });
+    },
+    pin: async (name: string, pinned: boolean): Promise<AdapterInfo> => (await this.#call({ op: 'adapter.pin', name, pinned })) as AdapterInfo,
+    list: async (): Promise<AdapterInfo[]> => (await this.#call({ op: 'adapter.list' })) as AdapterInfo[],
+  };
+
+  async stats(): Promise<EngineStats> {
+    return (await this.#call({ op: 'stats' })) as EngineStats;
+  }
+
+  /** Stops accepting requests, lets in-flight ones finish for up to `deadlineMs` (then ends them), and stops the worker. */
+  async shutdown(deadlineMs: number): Promise<void> {
+    if (!this.#dead) {
+      await this.#call({ op: 'drain', deadlineMs });
+      const exited = new Promise((resolve) => this.#worker.once('exit', resolve));
+      this.#post({ type: 'close' });
+      await Promise.race([exited, new Promise((resolve) => setTimeout(resolve, 5000).unref())]);
+    }
+    this.#dead ??= 'the engine is shut down';
+    await this.#worker.terminate();
+  }
+
+  #onMessage(message: FromWorker): void {
+    switch (message.type) {
+      case 'step':
+        for (const t of message.tokens) this.#streams.get(t.id)?.onToken(t);
+        for (const d of message.done) {
+          this.#streams.get(d.id)?.onDone(d);
+          this.#streams.delete(d.id);
+        }
+        for (const e of message.errors) {
+          this.#streams.get(e.id)?.onError(e.code, e.message);
+          this.#streams.delete(e.id);
+        }
+        for (const [id, stream] of this.#streams) if (stream.ended) this.#streams.delete(id);
+        return;
+      case 'reply': {
+        const call = this.#calls.get(message.callId);
+        this.#calls.delete(message.callId);
+        if (!call) return;
+        if (message.ok) call.resolve(message.value);
+        else if (message.code.startsWith('adapter_')) call.reject(new AdapterError(message.code as AdapterErrorCode, message.path ?? '', message.message));
+        else call.reject(new EngineError(message.message));
+        return;
+      }
+      case 'fatal':
+        this.#die(message.message);
+        return;
+      case 'ready':
+        this.#model = { config: message.config, contextLength: message.contextLength };
+        this.#resolveReady();
+        return;
+    }
+  }
+
+  #call(call: EngineCall): Promise<CallResult> {
+    if (this.#dead) return Promise.reject(new EngineError(this.#dead));
+    const callId = this.#nextCall++;
+    return new Promise((resolve, reject) => {
+      this.#calls.set(callId, { resolve, reject });
+      this.#post({ type: 'call', callId, call });
+    });
+  }
+
+  #post(message: ToWorker): void {
+    if (!this.#dead) this.#worker.postMessage(message);
+  }
+
+  /** The worker is gone: every open request and call fails, and later ones fail at once. */
+  #die(reason: string): void {
+    if (this.#dead) return;
+    this.#dead = reason;
+    for (const stream of this.#streams.values()) stream.onError('engine_error', reason);
+    this.#streams.clear();
+    for (const call of this.#calls.values()) call.reject(new EngineError(reason));
+    this.#calls.clear();
+    this.#resolveReady();
+  }
+}

@@ -1,0 +1,46 @@
+import type { AdapterErrorCode } from '../adapters/adapter-error.js';
+import type { ModelConfig } from '../model/model-config.js';
+import type { AdapterInfo, EngineErrorCode, EngineStats, FinishReason, GenerationRequest, TokenLogprob, Usage } from './engine-types.js';
+
+/** Calls that expect one reply, matched by `callId`. */
+export type EngineCall =
+  | { op: 'adapter.register'; name: string; path: string }
+  | { op: 'adapter.unregister'; name: string }
+  | { op: 'adapter.pin'; name: string; pinned: boolean }
+  | { op: 'adapter.list' }
+  | { op: 'stats' }
+  | { op: 'drain'; deadlineMs: number };
+
+export type CallResult = AdapterInfo | AdapterInfo[] | EngineStats | null;
+
+/** Main thread → engine worker. */
+export type ToWorker =
+  | { type: 'submit'; request: GenerationRequest }
+  | { type: 'abort'; id: string }
+  | { type: 'call'; callId: number; call: EngineCall }
+  /** After a drain: stop the loop, release the session, exit. */
+  | { type: 'close' };
+
+export interface TokenOut {
+  id: string;
+  tokenId: number;
+  logprob: number | null;
+  topLogprobs: TokenLogprob[] | null;
+  /** The token ended generation (EOS or a stop token id): its text is not part of the output. */
+  stopToken: boolean;
+}
+
+export interface DoneOut {
+  id: string;
+  finishReason: FinishReason;
+  stopReason: number | null;
+  usage: Usage;
+}
+
+/** Engine worker → main thread. One `step` message per engine step carries every request's news. */
+export type FromWorker =
+  | { type: 'ready'; config: ModelConfig; contextLength: number }
+  | { type: 'fatal'; message: string }
+  | { type: 'step'; tokens: TokenOut[]; done: DoneOut[]; errors: { id: string; code: EngineErrorCode; message: string }[] }
+  | { type: 'reply'; callId: number; ok: true; value: CallResult }
+  | { type: 'reply'; callId: number; ok: false; code: AdapterErrorCode | EngineErrorCode; path: string | null; message: string };
