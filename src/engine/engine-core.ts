@@ -40,6 +40,7 @@ export class EngineCore {
   #closed = false;
   #lastBatchSize = 0;
   #steps = 0;
+  readonly #kernelRuns = { gather: 0, dense: 0 };
   #generated = 0;
   #prompted = 0;
 
@@ -119,6 +120,7 @@ export class EngineCore {
       waitingAdapters: adapterNames(this.#waiting),
       adapterLoads: { host: this.#adapters?.hostLoads ?? 0, slot: this.#adapters?.slots.loads ?? 0 },
       adapterEvictions: { host: this.#adapters?.hostEvictions ?? 0, slot: this.#adapters?.slots.evictions ?? 0 },
+      loraKernelRuns: { ...this.#kernelRuns },
       stepsTotal: this.#steps,
       tokensGenerated: this.#generated,
       promptTokens: this.#prompted,
@@ -214,7 +216,9 @@ export class EngineCore {
   #loraBatch(seqs: Sequence[]): LoraBatch | undefined {
     if (!this.#adapters || seqs.every((s) => s.slot === 0)) return undefined;
     const slots = seqs.map((s) => s.slot);
-    return this.#adapters.slots.batch(slots, preferredKernel(seqs.length, Math.max(...slots) + 1));
+    const kernel = preferredKernel(seqs.length, Math.max(...slots) + 1);
+    this.#kernelRuns[kernel]++;
+    return this.#adapters.slots.batch(slots, kernel);
   }
 
   #sample(seq: Sequence, logits: Float32Array, row: number): void {

@@ -80,6 +80,8 @@ export interface EngineStats {
   waitingAdapters: string[];
   adapterLoads: { host: number; slot: number };
   adapterEvictions: { host: number; slot: number };
+  /** Model runs per LoRA kernel (runs whose rows used an adapter). */
+  loraKernelRuns: { gather: number; dense: number };
   stepsTotal: number;
   tokensGenerated: number;
   promptTokens: number;

@@ -156,16 +156,21 @@ function hfConfig(config: ModelConfig, dtype: SafetensorsDtype): Record<string, 
   };
 }
 
-/** Writes model.safetensors, or shards and their index; each output file's tensors are generated just before it is written. */
+/** Writes model.safetensors, or shards and their index; each tensor is generated just before it is written. */
 function writeWeights(dir: string, tensors: TensorSpec[], opts: SynthModelOptions): void {
   const bytesPer = opts.dtype === 'F32' ? 4 : 2;
   const bytes = (t: TensorSpec): number => t.shape.reduce((n, d) => n * d, bytesPer);
   const metadata = { format: 'pt' };
-  const materialize = (t: TensorSpec): TensorToWrite => {
-    const data = new Float32Array(t.shape.reduce((n, d) => n * d, 1));
-    new Random(opts.seed, t.name).fillNormal(data, t.std, t.mean);
-    return { name: t.name, dtype: opts.dtype, shape: t.shape, data };
-  };
+  const materialize = (t: TensorSpec): TensorToWrite => ({
+    name: t.name,
+    dtype: opts.dtype,
+    shape: t.shape,
+    data: () => {
+      const data = new Float32Array(t.shape.reduce((n, d) => n * d, 1));
+      new Random(opts.seed, t.name).fillNormal(data, t.std, t.mean);
+      return data;
+    },
+  });
   if (opts.shardBytes === undefined) {
     writeSafetensors(join(dir, 'model.safetensors'), tensors.map(materialize), metadata);
     return;

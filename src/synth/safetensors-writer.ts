@@ -9,7 +9,8 @@ export interface TensorToWrite {
   /** Stored dtype; fp32 `data` is rounded to nearest even for F16 and BF16. */
   dtype: SafetensorsDtype;
   shape: number[];
-  data: Float32Array;
+  /** The values, or a function that makes them when the tensor is written, so a file never holds them all at once. */
+  data: Float32Array | (() => Float32Array);
 }
 
 /** Elements converted per write for 16-bit dtypes, so a large tensor never needs a second full-size copy. */
@@ -28,7 +29,8 @@ export function writeSafetensors(path: string, tensors: TensorToWrite[], metadat
   for (const t of tensors) {
     if (t.name === '__metadata__' || Object.hasOwn(header, t.name)) throw new Error(`${path}: duplicate or reserved tensor name ${t.name}`);
     const count = t.shape.reduce((n, d) => n * d, 1);
-    if (!t.shape.every((d) => Number.isSafeInteger(d) && d >= 0) || count !== t.data.length) {
+    if (!t.shape.every((d) => Number.isSafeInteger(d) && d >= 0)) throw new Error(`${path}: tensor ${t.name} has an invalid shape [${t.shape.join(', ')}]`);
+    if (typeof t.data !== 'function' && count !== t.data.length) {
       throw new Error(`${path}: tensor ${t.name} has shape [${t.shape.join(', ')}] but ${t.data.length} elements`);
     }
     const size = count * DTYPE_BYTES[t.dtype];
@@ -46,20 +48,25 @@ export function writeSafetensors(path: string, tensors: TensorToWrite[], metadat
   try {
     writeAll(fd, prefix);
     writeAll(fd, padded);
-    for (const t of tensors) writeTensor(fd, t);
+    for (const t of tensors) {
+      const data = typeof t.data === 'function' ? t.data() : t.data;
+      const count = t.shape.reduce((n, d) => n * d, 1);
+      if (data.length !== count) throw new Error(`${path}: tensor ${t.name} has shape [${t.shape.join(', ')}] but ${data.length} elements`);
+      writeTensor(fd, t.dtype, data);
+    }
   } finally {
     closeSync(fd);
   }
 }
 
-function writeTensor(fd: number, t: TensorToWrite): void {
-  if (t.dtype === 'F32') {
-    const bytes = new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength);
+function writeTensor(fd: number, dtype: SafetensorsDtype, data: Float32Array): void {
+  if (dtype === 'F32') {
+    const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
     for (let at = 0; at < bytes.length; at += MAX_WRITE_BYTES) writeAll(fd, bytes.subarray(at, at + MAX_WRITE_BYTES));
     return;
   }
-  const convert = t.dtype === 'F16' ? f32BitsToF16 : f32BitsToBf16;
-  const bits = new Uint32Array(t.data.buffer, t.data.byteOffset, t.data.length);
+  const convert = dtype === 'F16' ? f32BitsToF16 : f32BitsToBf16;
+  const bits = new Uint32Array(data.buffer, data.byteOffset, data.length);
   const chunk = new Uint16Array(Math.min(CHUNK_ELEMENTS, bits.length));
   for (let start = 0; start < bits.length; start += chunk.length) {
     const n = Math.min(chunk.length, bits.length - start);

@@ -46,8 +46,10 @@ function weightsPath(dir: string): string {
   return join(dir, 'adapter_model.safetensors');
 }
 
+type StoredTensor = TensorToWrite & { data: Float32Array };
+
 /** The file's tensors as fp32, by name, in file order. */
-function storedTensors(dir: string): Map<string, TensorToWrite> {
+function storedTensors(dir: string): Map<string, StoredTensor> {
   const file = SafetensorsFile.open(weightsPath(dir));
   try {
     return new Map(file.names().map((name) => [name, { name, dtype: 'F32' as const, shape: file.info(name).shape, data: file.read(name) }]));
@@ -56,7 +58,7 @@ function storedTensors(dir: string): Map<string, TensorToWrite> {
   }
 }
 
-function editTensors(dir: string, edit: (tensors: Map<string, TensorToWrite>) => void): void {
+function editTensors(dir: string, edit: (tensors: Map<string, StoredTensor>) => void): void {
   const tensors = storedTensors(dir);
   edit(tensors);
   writeSafetensors(weightsPath(dir), [...tensors.values()], { format: 'pt' });

@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -33,6 +33,21 @@ describe('loraserve generate', () => {
     const out = JSON.parse(stdout) as { token_ids: number[]; text: string };
     expect(out.token_ids).toEqual(c.greedy_ids);
     expect(out.text).toBe(Buffer.from(c.greedy_ids.filter((id) => id < 256)).toString('utf8'));
+  });
+
+  it('runs --requests concurrently with PEFT adapters written by another tool: each gets its adapter\'s PEFT tokens', async () => {
+    const cases = expected.cases.filter((c) => c.model === 'tiny-llama');
+    const file = join(cacheDir, 'requests.jsonl');
+    const lines = cases.map((c) => JSON.stringify({ prompt_ids: c.prompt_ids, adapter: c.adapter, max_tokens: 16, ignore_eos: true }));
+    writeFileSync(file, [...lines, JSON.stringify({ prompt: 'x', adapter: 'broken' })].join('\n'));
+    const adapters = ['adapter-a', 'adapter-b', 'adapter-c', 'adapter-d'].flatMap((n) => ['--adapter', `${n}=test/fixtures/hf/adapters/${n}`]);
+    const { stdout, code } = await loraserve(['generate', '--model', 'test/fixtures/hf/tiny-llama', '--quant', 'fp32', '--requests', file,
+      ...adapters, '--adapter', `broken=${join(cacheDir, 'no-such-adapter')}`]);
+    expect(code).toBe(0);
+    const out = stdout.trim().split('\n').map((l) => JSON.parse(l) as { index: number; token_ids?: number[]; error?: string });
+    expect(out.map((o) => o.index)).toEqual([0, 1, 2, 3, 4, 5]);
+    cases.forEach((c, i) => expect(out[i].token_ids).toEqual(c.greedy_ids));
+    expect(out[5].error).toMatch(/adapter 'broken' was refused: .*no-such-adapter/);
   });
 
   it('encodes a text prompt with the checkpoint tokenizer', async () => {

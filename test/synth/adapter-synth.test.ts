@@ -1,7 +1,8 @@
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, describe, expect, it, vi } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
+import { captureCommand } from '../support/capture-command.js';
 import { synthCommand } from '../../src/cli/synth.js';
 import { Checkpoint } from '../../src/model/checkpoint.js';
 import { PROJECTIONS } from '../../src/model/model-config.js';
@@ -179,19 +180,7 @@ describe('synthAdapter', () => {
 });
 
 describe('loraserve synth adapter', () => {
-  function run(argv: string[]): { status: Promise<number>; stderr: () => string } {
-    let stderr = '';
-    const out = vi.spyOn(process.stdout, 'write').mockImplementation(() => true);
-    const err = vi.spyOn(process.stderr, 'write').mockImplementation((chunk) => {
-      stderr += String(chunk);
-      return true;
-    });
-    const status = synthCommand(argv).finally(() => {
-      out.mockRestore();
-      err.mockRestore();
-    });
-    return { status, stderr: () => stderr };
-  }
+  const run = (argv: string[]) => captureCommand(synthCommand, argv);
 
   it('writes what synthAdapter writes for the same options', async () => {
     const dir = join(root, 'cli-adapter');

@@ -2,7 +2,8 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:f
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, describe, expect, it, vi } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
+import { captureCommand } from '../support/capture-command.js';
 import { synthCommand } from '../../src/cli/synth.js';
 import { Checkpoint } from '../../src/model/checkpoint.js';
 import { parseModelConfig } from '../../src/model/hf-config.js';
@@ -246,19 +247,7 @@ describe('synthCheckpoint tokenizers', () => {
 });
 
 describe('loraserve synth model', () => {
-  function run(argv: string[]): { status: Promise<number>; stderr: () => string } {
-    let stderr = '';
-    const out = vi.spyOn(process.stdout, 'write').mockImplementation(() => true);
-    const err = vi.spyOn(process.stderr, 'write').mockImplementation((chunk) => {
-      stderr += String(chunk);
-      return true;
-    });
-    const status = synthCommand(argv).finally(() => {
-      out.mockRestore();
-      err.mockRestore();
-    });
-    return { status, stderr: () => stderr };
-  }
+  const run = (argv: string[]) => captureCommand(synthCommand, argv);
 
   it('writes what synthCheckpoint writes for the same options', async () => {
     const dir = join(root, 'cli-model');

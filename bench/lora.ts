@@ -1,0 +1,162 @@
+// Multi-adapter decode throughput through the engine on a qwen2.5-0.5b-shaped int4 checkpoint with rank-16 adapters
+// on all 7 projections, and adapter cold-load latency. Prints one JSON object.
+// Usage: npm run bench:lora [-- --registered 1000 --concurrency 16,32 --tokens 64]
+import { existsSync, linkSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { Engine } from '../src/engine/engine.js';
+import type { EngineOptions } from '../src/engine/engine-options.js';
+import type { GenerationRequest } from '../src/engine/engine-types.js';
+import { DEFAULT_SAMPLING } from '../src/engine/sampling-params.js';
+import { defaultCacheRoot } from '../src/model/build-cache.js';
+import { PROJECTIONS } from '../src/model/model-config.js';
+import { synthAdapter } from '../src/synth/adapter-synth.js';
+import { synthCheckpoint } from '../src/synth/checkpoint-synth.js';
+import { median } from './stats.js';
+
+const { values } = parseArgs({
+  options: {
+    registered: { type: 'string', default: '1000' },
+    concurrency: { type: 'string', default: '16,32' },
+    prompt: { type: 'string', default: '32' },
+    tokens: { type: 'string', default: '64' },
+    'cold-loads': { type: 'string', default: '20' },
+  },
+});
+const registered = Number(values.registered);
+const concurrencies = values.concurrency.split(',').map(Number);
+const maxConcurrency = Math.max(...concurrencies);
+const promptLength = Number(values.prompt);
+const maxTokens = Number(values.tokens);
+
+const root = join(defaultCacheRoot(), 'bench');
+const modelDir = join(root, 'qwen2.5-0.5b-qwen2-seed0');
+if (!existsSync(join(modelDir, 'config.json'))) {
+  rmSync(modelDir, { recursive: true, force: true });
+  synthCheckpoint(modelDir, { architecture: 'qwen2', preset: 'qwen2.5-0.5b', seed: 0, dtype: 'BF16' });
+}
+const adapterRoot = join(root, 'adapters-r16');
+const source = join(adapterRoot, 'source');
+if (!existsSync(join(source, 'adapter_config.json'))) {
+  rmSync(adapterRoot, { recursive: true, force: true });
+  synthAdapter(source, modelDir, { rank: 16, alpha: 32, targetModules: [...PROJECTIONS], seed: 1, dtype: 'BF16' });
+}
+/**
+ * Adapter `i`: the source weights (hard-linked, so 1,000 adapters take one file's disk space) under a config with its
+ * own alpha. Its content digest and its weights in memory (scale folded in) are its own, so every tier treats it as a
+ * distinct adapter and loads it from disk in full.
+ */
+function adapterDir(i: number): string {
+  const dir = join(adapterRoot, `a${i}`);
+  if (!existsSync(join(dir, 'adapter_config.json'))) {
+    mkdirSync(dir, { recursive: true });
+    linkSync(join(source, 'adapter_model.safetensors'), join(dir, 'adapter_model.safetensors'));
+    const config = JSON.parse(readFileSync(join(source, 'adapter_config.json'), 'utf8')) as Record<string, unknown>;
+    writeFileSync(join(dir, 'adapter_config.json'), JSON.stringify({ ...config, lora_alpha: 32 + i / 1000 }));
+  }
+  return dir;
+}
+
+const baseOptions: EngineOptions = {
+  modelDir, quantization: 'int4', threads: availableParallelism(), maxBatch: maxConcurrency, contextLength: promptLength + maxTokens + 8,
+  prefillChunk: 512, maxLoras: 32, maxLoraRank: 16, maxCpuLoraBytes: 4 * 2 ** 30, maxWaiting: 4096,
+};
+
+let nextId = 0;
+const prompt = Array.from({ length: promptLength }, (_, i) => 1000 + i);
+
+/**
+ * Runs `n` concurrent requests and returns decode tokens/s over the window in which all of them were decoding
+ * (from the last request's first token to the first request's end): the steady state at that concurrency.
+ */
+async function decodeThroughput(engine: Engine, adapters: (string | null)[]): Promise<number> {
+  const firstToken: number[] = [];
+  const finished: number[] = [];
+  const stamps: number[] = [];
+  await Promise.all(adapters.map(async (adapter) => {
+    const request: GenerationRequest = { id: `b${nextId++}`, promptIds: prompt, adapter, sampling: { ...DEFAULT_SAMPLING, temperature: 0, maxTokens, ignoreEos: true } };
+    let first = true;
+    for await (const e of engine.submit(request)) {
+      if (e.type === 'error') throw new Error(e.message);
+      if (e.type !== 'token') continue;
+      const now = performance.now();
+      stamps.push(now);
+      if (first) firstToken.push(now);
+      first = false;
+    }
+    finished.push(performance.now());
+  }));
+  const from = Math.max(...firstToken);
+  const to = Math.min(...finished);
+  const inWindow = stamps.filter((t) => t > from && t <= to).length;
+  return to > from ? (inWindow * 1000) / (to - from) : Number.NaN;
+}
+
+const round = (x: number) => Math.round(x * 10) / 10;
+const result: Record<string, unknown> = {
+  benchmark: 'lora', model: 'qwen2.5-0.5b', quantization: 'int4', rank: 16, targets: 'all 7 projections', threads: baseOptions.threads,
+  prompt_tokens: promptLength, max_tokens: maxTokens, max_loras: baseOptions.maxLoras,
+};
+
+// (a0) the same base graph built without LoRA inputs: what an adapter-free deployment gets.
+const plain = await Engine.start({ ...baseOptions, maxLoras: 0 });
+await decodeThroughput(plain, Array(maxConcurrency).fill(null)); // warm-up: first runs of a session are slow
+const decode: Record<string, Record<string, number>> = { no_lora_graph: {} };
+for (const n of concurrencies) decode.no_lora_graph[`c${n}`] = round(await decodeThroughput(plain, Array(n).fill(null)));
+await plain.shutdown(0);
+
+const engine = await Engine.start(baseOptions);
+for (let i = 0; i < 8; i++) await engine.adapters.register(`warm${i}`, adapterDir(i));
+await decodeThroughput(engine, Array.from({ length: maxConcurrency }, (_, i) => (i % 2 ? `warm${i % 8}` : null)));
+decode.a_no_adapter = {};
+decode.b_one_adapter = {};
+decode.c_8_adapters = {};
+for (const n of concurrencies) {
+  decode.a_no_adapter[`c${n}`] = round(await decodeThroughput(engine, Array(n).fill(null)));
+  decode.b_one_adapter[`c${n}`] = round(await decodeThroughput(engine, Array(n).fill('warm0')));
+  decode.c_8_adapters[`c${n}`] = round(await decodeThroughput(engine, Array.from({ length: n }, (_, i) => `warm${i % 8}`)));
+}
+
+// (d) 1,000 registered adapters, every request a different one: most come from disk through both tiers.
+const registerStart = performance.now();
+for (let i = 8; i < registered; i++) await engine.adapters.register(`a${i}`, adapterDir(i));
+result.register_ms_per_adapter = round((performance.now() - registerStart) / Math.max(1, registered - 8));
+decode.d_distinct_of_1000 = {};
+let cursor = 8;
+for (const n of concurrencies) {
+  decode.d_distinct_of_1000[`c${n}`] = round(await decodeThroughput(engine, Array.from({ length: n }, () => `a${cursor++}`)));
+}
+result.decode_tokens_per_s = decode;
+const overhead: Record<string, Record<string, string>> = {};
+for (const scenario of ['b_one_adapter', 'c_8_adapters', 'd_distinct_of_1000']) {
+  overhead[scenario] = {};
+  for (const n of concurrencies) overhead[scenario][`c${n}`] = `${round((decode.a_no_adapter[`c${n}`] / decode[scenario][`c${n}`] - 1) * 100)}%`;
+}
+result.overhead_vs_a = overhead;
+
+// Cold load: time to a first token for an adapter only on disk (registered early, since pushed out of the host tier
+// by later registrations), minus the same for a resident one.
+async function firstTokenMs(adapter: string): Promise<number> {
+  const start = performance.now();
+  for await (const e of engine.submit({ id: `c${nextId++}`, promptIds: prompt.slice(0, 4), adapter, sampling: { ...DEFAULT_SAMPLING, temperature: 0, maxTokens: 1 } })) {
+    if (e.type === 'error') throw new Error(e.message);
+  }
+  return performance.now() - start;
+}
+const warm: number[] = [];
+const cold: number[] = [];
+for (let i = 0; i < Number(values['cold-loads']); i++) {
+  warm.push(await firstTokenMs('warm0'));
+  cold.push(await firstTokenMs(`a${cursor + i}`));
+}
+const warmMs = median(warm);
+const loads = cold.map((ms) => ms - warmMs).sort((a, b) => a - b);
+const stats = await engine.stats();
+result.cold_load_ms = {
+  p50: round(median(loads)), p99: round(loads[Math.min(loads.length - 1, Math.ceil(loads.length * 0.99) - 1)]), samples: loads.length,
+  resident_first_token_ms: round(warmMs),
+};
+result.adapter_tiers = { loads: stats.adapterLoads, evictions: stats.adapterEvictions, lora_kernel_runs: stats.loraKernelRuns };
+await engine.shutdown(0);
+console.log(JSON.stringify(result));

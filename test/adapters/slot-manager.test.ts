@@ -1,0 +1,73 @@
+import { describe, expect, it } from 'vitest';
+import { SlotManager } from '../../src/adapters/slot-manager.js';
+import type { LoraWeights } from '../../src/adapters/peft-loader.js';
+import type { ModelConfig } from '../../src/model/model-config.js';
+import type { Projection } from '../../src/model/model-config.js';
+import { PROJECTIONS, projectionShape } from '../../src/model/model-config.js';
+
+const config: ModelConfig = {
+  architecture: 'llama', hiddenSize: 8, intermediateSize: 12, numLayers: 2, numHeads: 2, numKvHeads: 1, headDim: 4, vocabSize: 16,
+  rmsNormEps: 1e-6, ropeTheta: 10000, ropeScaling: null, maxPositionEmbeddings: 32, tieWordEmbeddings: false, attentionBias: false,
+  qkNorm: false, bosTokenId: null, eosTokenIds: [],
+};
+
+/** An adapter of rank `rank` on the given projections of every layer, with A = value and B = value, scale 2. */
+function weights(value: number, rank = 2, projections: readonly Projection[] = PROJECTIONS): LoraWeights {
+  const modules = new Map();
+  for (let layer = 0; layer < config.numLayers; layer++) {
+    for (const p of projections) {
+      const [k, n] = projectionShape(config, p);
+      modules.set(`${layer}.${p}`, { layer, projection: p, rank, scale: 2, a: new Float32Array(k * rank).fill(value), b: new Float32Array(rank * n).fill(value) });
+    }
+  }
+  return { rank, modules, bytes: 0 };
+}
+
+describe('SlotManager', () => {
+  it('writes adapters into the lowest free slots with rank padding and the scale folded into B', () => {
+    const slots = new SlotManager(config, 3, 4);
+    expect(slots.acquire('a', weights(1))).toBe(1);
+    expect(slots.acquire('b', weights(3, 2, ['q_proj']))).toBe(2);
+    const batch = slots.batch([0, 2, 1], 'gather');
+    expect(batch.fedSlots).toBe(3);
+    expect(batch.activeProjections).toEqual(PROJECTIONS.map(() => true));
+    const [k, n] = projectionShape(config, 'q_proj');
+    const a = batch.a(0, 'q_proj');
+    const b = batch.b(0, 'q_proj');
+    expect(a.length).toBe(3 * k * 4);
+    expect(Array.from(a.subarray(0, k * 4)).every((v) => v === 0)).toBe(true); // slot 0: no adapter
+    expect(Array.from(a.subarray(2 * k * 4, 2 * k * 4 + 4))).toEqual([3, 3, 0, 0]); // rank 2 padded to 4
+    expect(b[2 * 4 * n]).toBe(6); // 2 × 3
+    expect(Array.from(b.subarray(2 * 4 * n + 2 * n, 3 * 4 * n)).every((v) => v === 0)).toBe(true);
+    // Only b targets q_proj: a batch of b alone leaves the other projections inactive.
+    expect(slots.batch([2], 'gather').activeProjections).toEqual(PROJECTIONS.map((p) => p === 'q_proj'));
+  });
+
+  it('evicts the least recently used unreferenced slot, never a referenced or pinned one', () => {
+    const slots = new SlotManager(config, 2, 2);
+    const a = slots.acquire('a', weights(1)) as number;
+    const b = slots.acquire('b', weights(2)) as number;
+    expect(slots.acquire('c', weights(3))).toBeNull(); // both referenced
+    slots.release(a);
+    slots.release(b);
+    expect(slots.acquire('a', undefined)).toBe(a); // resident: no weights needed, now most recently used
+    slots.release(a);
+    expect(slots.acquire('c', weights(3))).toBe(b); // b was least recently used
+    slots.release(b);
+    slots.setPinned('c', true);
+    expect(slots.acquire('d', weights(4))).toBe(a); // c is pinned
+    expect(slots.residentDigests().sort()).toEqual(['c', 'd']);
+    expect(slots.evictions).toBe(2);
+    expect(slots.acquire('e', weights(5))).toBeNull(); // d referenced, c pinned
+  });
+
+  it('refuses to drop or release what is in use or absent', () => {
+    const slots = new SlotManager(config, 1, 2);
+    const a = slots.acquire('a', weights(1)) as number;
+    expect(() => slots.drop('a')).toThrow(/in use/);
+    slots.release(a);
+    expect(() => slots.release(a)).toThrow(/holds no reference/);
+    slots.drop('a');
+    expect(slots.slotOf('a')).toBeNull();
+  });
+});
