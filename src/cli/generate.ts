@@ -3,8 +3,9 @@ import { availableParallelism } from 'node:os';
 import { parseArgs } from 'node:util';
 import { Engine } from '../engine/engine.js';
 import type { GenerationRequest } from '../engine/engine-types.js';
+import type { OpenAiSamplingFields } from '../api/request-mapping.js';
+import { openAiSampling } from '../api/request-mapping.js';
 import type { SamplingParams } from '../engine/sampling-params.js';
-import { DEFAULT_SAMPLING } from '../engine/sampling-params.js';
 import type { Quantization } from '../model/quantizer.js';
 import { QUANTIZATIONS } from '../model/quantizer.js';
 
@@ -29,22 +30,11 @@ options:
 `;
 
 /** A line of --requests, with the OpenAI/vLLM field names. */
-interface RequestLine {
+interface RequestLine extends OpenAiSamplingFields {
   prompt?: string;
   prompt_ids?: number[];
   adapter?: string | null;
   max_tokens?: number;
-  temperature?: number;
-  top_p?: number;
-  top_k?: number;
-  min_p?: number;
-  repetition_penalty?: number;
-  presence_penalty?: number;
-  frequency_penalty?: number;
-  seed?: number;
-  stop?: string | string[];
-  stop_token_ids?: number[];
-  ignore_eos?: boolean;
 }
 
 class UsageError extends Error {}
@@ -136,22 +126,9 @@ export async function generateCommand(argv: string[]): Promise<number> {
   return 0;
 }
 
+/** The line's OpenAI/vLLM sampling fields; greedy unless it sets a temperature. */
 function sampling(line: RequestLine, maxTokens: number, ignoreEos: boolean): SamplingParams {
-  return {
-    ...DEFAULT_SAMPLING,
-    temperature: line.temperature ?? 0,
-    topP: line.top_p ?? DEFAULT_SAMPLING.topP,
-    topK: line.top_k ?? DEFAULT_SAMPLING.topK,
-    minP: line.min_p ?? DEFAULT_SAMPLING.minP,
-    repetitionPenalty: line.repetition_penalty ?? DEFAULT_SAMPLING.repetitionPenalty,
-    presencePenalty: line.presence_penalty ?? DEFAULT_SAMPLING.presencePenalty,
-    frequencyPenalty: line.frequency_penalty ?? DEFAULT_SAMPLING.frequencyPenalty,
-    seed: line.seed ?? null,
-    maxTokens: line.max_tokens ?? maxTokens,
-    stop: typeof line.stop === 'string' ? [line.stop] : line.stop ?? [],
-    stopTokenIds: line.stop_token_ids ?? [],
-    ignoreEos: line.ignore_eos ?? ignoreEos,
-  };
+  return openAiSampling({ temperature: 0, ignore_eos: ignoreEos, ...line }, line.max_tokens ?? maxTokens, null);
 }
 
 function readRequests(path: string): RequestLine[] {

@@ -1,0 +1,81 @@
+import { AdapterError } from '../adapters/adapter-error.js';
+import type { AdapterInfo } from '../engine/engine-types.js';
+import { ApiError, fromAdapterLoadError } from '../errors.js';
+import type { ApiContext, RouteHandlers } from './api-context.js';
+
+interface RegisterBody {
+  name: string;
+  path: string;
+  pinned?: boolean;
+}
+
+/** An adapter as the API shows it. */
+function adapterBody(a: AdapterInfo) {
+  return { object: 'adapter', name: a.name, path: a.path, digest: a.digest, rank: a.rank, pinned: a.pinned, tier: a.tier, active_requests: a.activeRequests };
+}
+
+/**
+ * Adapter management: /v1/adapters (list, register, get, delete, pin) and vLLM's /v1/load_lora_adapter and
+ * /v1/unload_lora_adapter. Paths from clients must lie inside the adapter roots.
+ */
+export function adapterRoutes(ctx: ApiContext): RouteHandlers {
+  const { engine, roots } = ctx;
+
+  /** Loads the adapter at `path` under `name`; refusals name the request fields `nameParam` and `pathParam`. */
+  const register = async (name: string, path: string, nameParam: string, pathParam: string): Promise<AdapterInfo> => {
+    if (name === ctx.models.baseName) throw new ApiError('invalid_request', `${name} is the base model's name`, nameParam);
+    const dir = roots.resolve(path, pathParam);
+    try {
+      return await engine.adapters.register(name, dir);
+    } catch (err) {
+      if (err instanceof AdapterError) throw fromAdapterLoadError(err.code, `${path}: ${err.problem}`, pathParam);
+      throw err;
+    }
+  };
+
+  /** Runs an operation on a registered adapter; an unknown name is adapter_not_found. */
+  const onRegistered = async <T>(name: string, nameParam: string, op: () => Promise<T>): Promise<T> => {
+    try {
+      return await op();
+    } catch (err) {
+      if (err instanceof AdapterError && err.code === 'adapter_not_found') throw new ApiError('adapter_not_found', `no adapter named '${name}' is registered`, nameParam);
+      if (err instanceof AdapterError) throw fromAdapterLoadError(err.code, err.problem, nameParam);
+      throw err;
+    }
+  };
+
+  return {
+    listAdapters: async () => ({ object: 'list', data: (await engine.adapters.list()).map(adapterBody) }),
+    registerAdapter: async (request) => {
+      const body = request.body as RegisterBody;
+      const info = await register(body.name, body.path, 'name', 'path');
+      return adapterBody(body.pinned ? await engine.adapters.pin(info.name, true) : info);
+    },
+    getAdapter: async (request) => {
+      const { name } = request.params as { name: string };
+      const info = (await engine.adapters.list()).find((a) => a.name === name);
+      if (!info) throw new ApiError('adapter_not_found', `no adapter named '${name}' is registered`, 'name');
+      return adapterBody(info);
+    },
+    deleteAdapter: async (request) => {
+      const { name } = request.params as { name: string };
+      await onRegistered(name, 'name', () => engine.adapters.unregister(name));
+      return { object: 'adapter', name, deleted: true };
+    },
+    pinAdapter: async (request) => {
+      const { name } = request.params as { name: string };
+      const { pinned } = request.body as { pinned: boolean };
+      return adapterBody(await onRegistered(name, 'name', () => engine.adapters.pin(name, pinned)));
+    },
+    loadLoraAdapter: async (request, reply) => {
+      const body = request.body as { lora_name: string; lora_path: string };
+      await register(body.lora_name, body.lora_path, 'lora_name', 'lora_path');
+      return reply.type('text/plain; charset=utf-8').send(`Success: LoRA adapter '${body.lora_name}' added successfully.`);
+    },
+    unloadLoraAdapter: async (request, reply) => {
+      const { lora_name: name } = request.body as { lora_name: string };
+      await onRegistered(name, 'lora_name', () => engine.adapters.unregister(name));
+      return reply.type('text/plain; charset=utf-8').send(`Success: LoRA adapter '${name}' removed successfully.`);
+    },
+  };
+}

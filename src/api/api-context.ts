@@ -1,0 +1,23 @@
+import type { FastifyReply, FastifyRequest } from 'fastify';
+import type { Engine } from '../engine/engine.js';
+import type { ServerMetrics } from '../observability/metrics.js';
+import type { AdapterRoots } from './adapter-roots.js';
+import type { ModelResolver } from './model-resolver.js';
+
+/** The part of the engine the HTTP layer uses. */
+export type ServingEngine = Pick<Engine, 'config' | 'tokenizer' | 'contextLength' | 'submit' | 'abort' | 'adapters' | 'stats'>;
+
+/** What route handlers share: built once per app by buildApp. */
+export interface ApiContext {
+  engine: ServingEngine;
+  models: ModelResolver;
+  roots: AdapterRoots;
+  metrics: ServerMetrics;
+  /** The base model's checkpoint directory (shown as its `root` in /v1/models). */
+  modelDir: string;
+}
+
+export type RouteHandler = (request: FastifyRequest, reply: FastifyReply) => Promise<unknown>;
+
+/** A route group's handlers, by the operationId openapi.yaml gives them. */
+export type RouteHandlers = Record<string, RouteHandler>;

@@ -1,0 +1,33 @@
+import type { FastifyError, FastifySchemaValidationError } from 'fastify';
+import { EngineError } from '../engine/engine.js';
+import { ApiError } from '../errors.js';
+
+/** OpenAI-style field path of a validation error: `messages[0].role`, `temperature`; null for the body itself. */
+function fieldPath(v: FastifySchemaValidationError): string | null {
+  const parts = v.instancePath.split('/').slice(1).map((p) => p.replace(/~1/g, '/').replace(/~0/g, '~'));
+  const missing = (v.params as { missingProperty?: string }).missingProperty;
+  if (v.keyword === 'required' && missing) parts.push(missing);
+  if (parts.length === 0) return null;
+  return parts.reduce((path, part) => (/^\d+$/.test(part) ? `${path}[${part}]` : path ? `${path}.${part}` : part), '');
+}
+
+function validationError(errors: FastifySchemaValidationError[], context: string | undefined): ApiError {
+  // With anyOf, ajv reports each branch's failure and then the anyOf itself, which is the one that names the field.
+  const v = errors.find((e) => e.keyword === 'anyOf') ?? errors[0];
+  const param = fieldPath(v);
+  const subject = param ?? context ?? 'body';
+  const problem = v.keyword === 'required' ? 'is required' : v.keyword === 'anyOf' ? 'has none of the accepted forms (see /docs)' : v.message;
+  return new ApiError('invalid_request', `${subject} ${problem}`, param);
+}
+
+/** The API error to answer for anything a route or fastify threw; an unexpected one is internal_error naming the request. */
+export function toApiError(err: unknown, requestId: string): ApiError {
+  if (err instanceof ApiError) return err;
+  if (err instanceof EngineError) return new ApiError('engine_error', `${err.message} (request id ${requestId})`);
+  const e = err as Partial<FastifyError>;
+  if (e.validation) return validationError(e.validation, e.validationContext);
+  if (e.code === 'FST_ERR_CTP_BODY_TOO_LARGE') return new ApiError('request_too_large', e.message ?? 'the request body is too large');
+  if (e.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE') return new ApiError('unsupported_media_type', 'the request body must be application/json');
+  if (typeof e.statusCode === 'number' && e.statusCode >= 400 && e.statusCode < 500 && e.message) return new ApiError('invalid_request', e.message);
+  return new ApiError('internal_error', `internal error (request id ${requestId})`);
+}

@@ -1,0 +1,118 @@
+import { readFileSync } from 'node:fs';
+import type { AddressInfo } from 'node:net';
+import { basename, join } from 'node:path';
+import type { FastifyInstance } from 'fastify';
+import type { Logger } from 'pino';
+import { AdapterError } from './adapters/adapter-error.js';
+import { buildApp } from './app.js';
+import type { ServeConfig } from './config.js';
+import { ConfigError, DEFAULT_CONTEXT_LENGTH } from './config.js';
+import { Engine } from './engine/engine.js';
+import type { EngineOptions } from './engine/engine-options.js';
+import { parseModelConfig } from './model/hf-config.js';
+
+export interface RunningServer {
+  app: FastifyInstance;
+  engine: Engine;
+  /** `http://host:port` it listens on. */
+  url: string;
+  /** Stops accepting, lets in-flight requests finish for up to `deadlineMs` (default: the config's), stops the engine; idempotent. */
+  close(deadlineMs?: number): Promise<void>;
+}
+
+/** Extra time after the deadline for responses to flush before connections are cut. */
+const CLOSE_GRACE_MS = 2000;
+
+/** Starts the engine (model loaded, adapters preloaded), builds the app and listens. */
+export async function startServer(config: ServeConfig, logger: Logger): Promise<RunningServer> {
+  const modelDir = config.model.modelDir;
+  if (modelDir === null) throw new ConfigError('--model is required');
+  const modelName = config.model.servedModelName ?? basename(modelDir);
+  const engine = await Engine.start(engineOptions(config, modelDir));
+  let app: FastifyInstance | null = null;
+  try {
+    for (const { name, path } of config.adapters.preload) {
+      await engine.adapters.register(name, path).catch((err: unknown) => {
+        throw new ConfigError(`--adapter ${name}=${path}: ${err instanceof AdapterError ? err.problem : String(err)}`);
+      });
+    }
+    app = await buildApp({
+      engine,
+      modelName,
+      modelDir,
+      adapterDirs: config.adapters.dirs,
+      keys: { apiKey: config.http.apiKey, adminKey: config.http.adminKey },
+      bodyLimit: config.http.bodyLimit,
+      logger,
+    });
+    await app.listen({ host: config.http.host, port: config.http.port });
+  } catch (err) {
+    await app?.close();
+    await engine.shutdown(0);
+    throw err;
+  }
+  const address = app.server.address() as AddressInfo;
+  const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
+  const running = app;
+  let closing: Promise<void> | null = null;
+  logger.info({ url: `http://${host}:${address.port}`, model: modelName, contextLength: engine.contextLength, adapters: config.adapters.preload.map((a) => a.name) }, 'listening');
+  return {
+    app: running,
+    engine,
+    url: `http://${host}:${address.port}`,
+    close: (deadlineMs = config.http.shutdownTimeoutMs) => (closing ??= close(running, engine, deadlineMs)),
+  };
+}
+
+/** Runs the server until SIGTERM or SIGINT, then shuts it down gracefully (a second signal kills the process). */
+export async function runServer(config: ServeConfig, logger: Logger): Promise<void> {
+  const server = await startServer(config, logger);
+  const signal = await new Promise<NodeJS.Signals>((resolve) => {
+    const onSignal = (sig: NodeJS.Signals) => {
+      process.off('SIGTERM', onSignal);
+      process.off('SIGINT', onSignal);
+      resolve(sig);
+    };
+    process.on('SIGTERM', onSignal);
+    process.on('SIGINT', onSignal);
+  });
+  logger.info({ signal, deadlineMs: config.http.shutdownTimeoutMs }, 'shutting down');
+  await server.close();
+  logger.info('stopped');
+}
+
+/** Closing the app first makes new requests answer 503 while the engine drains the ones in flight. */
+async function close(app: FastifyInstance, engine: Engine, deadlineMs: number): Promise<void> {
+  const closed = app.close();
+  await engine.shutdown(deadlineMs);
+  // Connections that served the last responses are idle now; keep-alive would hold the close until they time out.
+  app.server.closeIdleConnections();
+  const cut = setTimeout(() => app.server.closeAllConnections(), CLOSE_GRACE_MS);
+  try {
+    await closed;
+  } finally {
+    clearTimeout(cut);
+  }
+}
+
+function engineOptions(config: ServeConfig, modelDir: string): EngineOptions {
+  const configPath = join(modelDir, 'config.json');
+  const { maxPositionEmbeddings } = parseModelConfig(JSON.parse(readFileSync(configPath, 'utf8')), undefined, configPath);
+  const asked = config.model.contextLength;
+  if (asked !== null && asked > maxPositionEmbeddings) {
+    throw new ConfigError(`--context-length ${asked} is above the model's context (${configPath}: max_position_embeddings ${maxPositionEmbeddings})`);
+  }
+  return {
+    modelDir,
+    quantization: config.model.quantization,
+    threads: config.model.threads,
+    ...(config.model.cacheDir === null ? {} : { cacheRoot: config.model.cacheDir }),
+    maxBatch: config.scheduler.maxBatch,
+    contextLength: asked ?? Math.min(maxPositionEmbeddings, DEFAULT_CONTEXT_LENGTH),
+    prefillChunk: config.scheduler.prefillChunk,
+    maxLoras: config.adapters.maxLoras,
+    maxLoraRank: config.adapters.maxLoraRank,
+    maxCpuLoraBytes: config.adapters.maxCpuLoraBytes,
+    maxWaiting: config.scheduler.maxWaiting,
+  };
+}
