@@ -13,6 +13,7 @@ import { median } from './stats.js';
 
 const { values } = parseArgs({
   options: {
+    threads: { type: 'string', default: String(availableParallelism()) },
     quant: { type: 'string', default: 'int4' },
     preset: { type: 'string', default: 'qwen2.5-0.5b' },
     runs: { type: 'string', default: '10' },
@@ -25,7 +26,7 @@ const { values } = parseArgs({
 const runs = Number(values.runs);
 const context = Number(values.context);
 const batches = values.batches.split(',').map(Number);
-const threads = availableParallelism();
+const threads = Number(values.threads);
 
 const modelDir = join(defaultCacheRoot(), 'bench', `${values.preset}-qwen2-seed0`);
 if (!existsSync(join(modelDir, 'config.json'))) {

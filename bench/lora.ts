@@ -17,10 +17,11 @@ import { median } from './stats.js';
 
 const { values } = parseArgs({
   options: {
+    threads: { type: 'string', default: String(availableParallelism()) },
     registered: { type: 'string', default: '1000' },
     concurrency: { type: 'string', default: '16,32' },
     prompt: { type: 'string', default: '32' },
-    tokens: { type: 'string', default: '64' },
+    tokens: { type: 'string', default: '96' },
     'cold-loads': { type: 'string', default: '20' },
   },
 });
@@ -59,7 +60,7 @@ function adapterDir(i: number): string {
 }
 
 const baseOptions: EngineOptions = {
-  modelDir, quantization: 'int4', threads: availableParallelism(), maxBatch: maxConcurrency, contextLength: promptLength + maxTokens + 8,
+  modelDir, quantization: 'int4', threads: Number(values.threads), maxBatch: maxConcurrency, contextLength: promptLength + maxTokens + 8,
   prefillChunk: 512, maxLoras: 32, maxLoraRank: 16, maxCpuLoraBytes: 4 * 2 ** 30, maxWaiting: 4096,
 };
 
@@ -106,7 +107,7 @@ const decode: Record<string, Record<string, number>> = { no_lora_graph: {} };
 for (const n of concurrencies) decode.no_lora_graph[`c${n}`] = round(await decodeThroughput(plain, Array(n).fill(null)));
 await plain.shutdown(0);
 
-const engine = await Engine.start(baseOptions);
+let engine = await Engine.start(baseOptions);
 for (let i = 0; i < 8; i++) await engine.adapters.register(`warm${i}`, adapterDir(i));
 await decodeThroughput(engine, Array.from({ length: maxConcurrency }, (_, i) => (i % 2 ? `warm${i % 8}` : null)));
 decode.a_no_adapter = {};
@@ -117,6 +118,22 @@ for (const n of concurrencies) {
   decode.b_one_adapter[`c${n}`] = round(await decodeThroughput(engine, Array(n).fill('warm0')));
   decode.c_8_adapters[`c${n}`] = round(await decodeThroughput(engine, Array.from({ length: n }, (_, i) => `warm${i % 8}`)));
 }
+await engine.shutdown(0);
+
+// The two kernels forced, on the same 8-adapter mix: what the per-step choice picks between.
+for (const kernel of ['gather', 'dense'] as const) {
+  const forced = await Engine.start({ ...baseOptions, loraKernel: kernel });
+  for (let i = 0; i < 8; i++) await forced.adapters.register(`warm${i}`, adapterDir(i));
+  await decodeThroughput(forced, Array.from({ length: maxConcurrency }, (_, i) => `warm${i % 8}`));
+  decode[`c_8_adapters_${kernel}_only`] = {};
+  for (const n of concurrencies) {
+    decode[`c_8_adapters_${kernel}_only`][`c${n}`] = round(await decodeThroughput(forced, Array.from({ length: n }, (_, i) => `warm${i % 8}`)));
+  }
+  await forced.shutdown(0);
+}
+
+engine = await Engine.start(baseOptions);
+for (let i = 0; i < 8; i++) await engine.adapters.register(`warm${i}`, adapterDir(i));
 
 // (d) 1,000 registered adapters, every request a different one: most come from disk through both tiers.
 const registerStart = performance.now();

@@ -44,6 +44,7 @@ export class AdapterManager {
   readonly #onChange: () => void;
   hostLoads = 0;
   hostEvictions = 0;
+  #loadTimes: { tier: 'host' | 'slot'; ms: number }[] = [];
 
   /** `onChange` is called when a background load finishes, so an idle engine loop wakes up to admit its requests. */
   constructor(config: ModelConfig, options: AdapterTierOptions, onChange: () => void) {
@@ -53,9 +54,16 @@ export class AdapterManager {
     this.#onChange = onChange;
   }
 
+  /** Load durations since the last call, per tier, for metrics. */
+  takeLoadTimes(): { tier: 'host' | 'slot'; ms: number }[] {
+    return this.#loadTimes.splice(0);
+  }
+
   /** Loads and validates the adapter, then binds the name to its content. */
   async register(name: string, path: string): Promise<AdapterEntry> {
+    const start = performance.now();
     const { digest, weights } = await this.#loader.load(path);
+    this.#loadTimes.push({ tier: 'host', ms: performance.now() - start });
     this.hostLoads++;
     this.#store(digest, weights);
     const previous = this.#byName.get(name);
@@ -119,7 +127,7 @@ export class AdapterManager {
   }
 
   /** A slot reference for a bound adapter, starting a load from disk when it is in no faster tier. */
-  acquireSlot(entry: { digest: string; path: string }): SlotAcquisition {
+  acquireSlot(entry: AdapterEntry): SlotAcquisition {
     const failed = this.#failed.get(entry.digest);
     if (failed) return { error: failed };
     const resident = this.slots.acquire(entry.digest, undefined);
@@ -129,9 +137,12 @@ export class AdapterManager {
       this.#reload(entry);
       return { wait: true };
     }
+    const start = performance.now();
     const slot = this.slots.acquire(entry.digest, weights);
     if (slot === null) return { wait: true };
+    this.#loadTimes.push({ tier: 'slot', ms: performance.now() - start });
     this.#staged.delete(entry.digest);
+    if (entry.pinned) this.slots.setPinned(entry.digest, true);
     return { slot };
   }
 
@@ -174,8 +185,10 @@ export class AdapterManager {
 
   #reload(entry: { digest: string; path: string }): void {
     if (this.#loading.has(entry.digest)) return;
+    const start = performance.now();
     const load = this.#loader.load(entry.path).then(
       ({ digest, weights }) => {
+        this.#loadTimes.push({ tier: 'host', ms: performance.now() - start });
         this.hostLoads++;
         if (digest === entry.digest) this.#store(digest, weights);
         else this.#failed.set(entry.digest, new AdapterError('adapter_invalid', entry.path, 'the adapter files changed since it was registered; register it again'));

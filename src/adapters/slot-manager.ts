@@ -87,10 +87,16 @@ export class SlotManager {
     entry.refs--;
   }
 
-  /** Pins (or unpins) the adapter's slot if it is resident; a pinned adapter is written into a slot by `acquire` as usual. */
+  /**
+   * Pins (or unpins) the adapter's slot if it is resident. One slot always stays unpinned, so that adapters that are
+   * not pinned can still be served; a pin beyond that keeps the adapter in host memory only.
+   */
   setPinned(digest: string, pinned: boolean): void {
     const slot = this.slotOf(digest);
-    if (slot !== null) (this.#slots[slot] as SlotEntry).pinned = pinned;
+    if (slot === null) return;
+    const entry = this.#slots[slot] as SlotEntry;
+    const pinnedSlots = this.#slots.filter((s) => s?.pinned).length;
+    entry.pinned = pinned && (entry.pinned || pinnedSlots < this.maxLoras - 1);
   }
 
   /** Drops an unreferenced adapter from its slot (unregistration). */

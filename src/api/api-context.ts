@@ -5,7 +5,7 @@ import type { AdapterRoots } from './adapter-roots.js';
 import type { ModelResolver } from './model-resolver.js';
 
 /** The part of the engine the HTTP layer uses. */
-export type ServingEngine = Pick<Engine, 'config' | 'tokenizer' | 'contextLength' | 'submit' | 'abort' | 'adapters' | 'stats'>;
+export type ServingEngine = Pick<Engine, 'config' | 'tokenizer' | 'contextLength' | 'submit' | 'abort' | 'adapters' | 'stats' | 'onAdapterLoad'>;
 
 /** What route handlers share: built once per app by buildApp. */
 export interface ApiContext {

@@ -115,18 +115,18 @@ export class Generation implements AsyncIterable<GenerationEvent> {
       this.#lastTokenAt = now;
     } else if (event.type === 'done') {
       this.#completionTokens = event.usage.completionTokens;
-      this.#finish(event.finishReason, event.usage.cachedTokens, 'generation finished');
+      this.#finish(event.finishReason, event.usage.cachedTokens, 'generation finished', {}, event.queueMs);
     } else {
       this.#finish('error', null, 'generation failed', { code: event.code, error: event.message });
     }
   }
 
-  #finish(outcome: 'stop' | 'length' | 'abort' | 'error', cachedTokens: number | null, message: string, extra: object = {}): void {
+  #finish(outcome: 'stop' | 'length' | 'abort' | 'error', cachedTokens: number | null, message: string, extra: object = {}, queueMs: number | null = null): void {
     if (this.#finished) return;
     this.#finished = true;
     const seconds = (performance.now() - this.#submittedAt) / 1000;
     const promptTokens = this.#job.promptIds.length;
-    this.#ctx.metrics.observeFinished({ outcome, promptTokens, completionTokens: this.#completionTokens, seconds });
+    this.#ctx.metrics.observeFinished({ outcome, promptTokens, completionTokens: this.#completionTokens, seconds, queueSeconds: queueMs === null ? null : queueMs / 1000 });
     const ttftMs = this.#firstTokenAt === null ? null : round(this.#firstTokenAt - this.#submittedAt);
     const record = {
       generationId: this.id,

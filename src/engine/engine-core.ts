@@ -178,6 +178,7 @@ export class EngineCore {
         seq.slot = got.slot;
       }
       this.#waiting.splice(i, 1);
+      seq.admittedAt = performance.now();
       seq.row = this.#running.length;
       this.#running.push(seq);
       return true;
@@ -216,7 +217,8 @@ export class EngineCore {
   #loraBatch(seqs: Sequence[]): LoraBatch | undefined {
     if (!this.#adapters || seqs.every((s) => s.slot === 0)) return undefined;
     const slots = seqs.map((s) => s.slot);
-    const kernel = preferredKernel(seqs.length, Math.max(...slots) + 1);
+    const forced = this.#options.loraKernel;
+    const kernel = forced && forced !== 'auto' ? forced : preferredKernel(seqs.length, Math.max(...slots) + 1);
     this.#kernelRuns[kernel]++;
     return this.#adapters.slots.batch(slots, kernel);
   }
@@ -241,6 +243,7 @@ export class EngineCore {
       finishReason: reason,
       stopReason,
       usage: { promptTokens: seq.promptLength, completionTokens: seq.outputLength, cachedTokens: 0 },
+      queueMs: seq.admittedAt - seq.arrivedAt,
     });
     this.#free(seq);
   }
@@ -278,8 +281,9 @@ export class EngineCore {
   }
 
   #flush(): void {
-    if (this.#tokensOut.length === 0 && this.#doneOut.length === 0 && this.#errorsOut.length === 0) return;
-    this.#post({ type: 'step', tokens: this.#tokensOut, done: this.#doneOut, errors: this.#errorsOut });
+    const adapterLoads = this.#adapters?.takeLoadTimes() ?? [];
+    if (this.#tokensOut.length === 0 && this.#doneOut.length === 0 && this.#errorsOut.length === 0 && adapterLoads.length === 0) return;
+    this.#post({ type: 'step', tokens: this.#tokensOut, done: this.#doneOut, errors: this.#errorsOut, adapterLoads });
     this.#tokensOut = [];
     this.#doneOut = [];
     this.#errorsOut = [];

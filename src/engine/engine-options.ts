@@ -1,3 +1,4 @@
+import type { LoraKernel } from '../../kernels/batched-lora.js';
 import type { Quantization } from '../model/quantizer.js';
 
 /** Everything the engine worker needs to start; validated by the caller (src/config.ts), plain data (crosses the worker boundary). */
@@ -23,4 +24,6 @@ export interface EngineOptions {
   maxCpuLoraBytes: number;
   /** Most requests waiting to start; beyond it `submit` answers `queue_full`. */
   maxWaiting: number;
+  /** LoRA kernel for every step, or (default) chosen per step from the batch shape; forcing one is for benchmarks. */
+  loraKernel?: 'auto' | LoraKernel;
 }

@@ -52,6 +52,8 @@ export type GenerationEvent =
     /** The stop string or stop token id that ended generation, when one did. */
     stopReason: string | number | null;
     usage: Usage;
+    /** Time waiting for a KV row and adapter slot; null when the request ended before the engine reported it. */
+    queueMs: number | null;
   }
   | { type: 'error'; code: EngineErrorCode; message: string };
 

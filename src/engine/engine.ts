@@ -29,6 +29,7 @@ export class Engine {
   readonly #ready: Promise<void>;
   #resolveReady: () => void = () => undefined;
   #model: { config: ModelConfig; contextLength: number } | null = null;
+  readonly #adapterLoadListeners: ((tier: 'host' | 'slot', seconds: number) => void)[] = [];
   #nextCall = 0;
   #dead: string | null = null;
 
@@ -91,6 +92,11 @@ export class Engine {
     list: async (): Promise<AdapterInfo[]> => (await this.#call({ op: 'adapter.list' })) as AdapterInfo[],
   };
 
+  /** Called for each adapter moved into a tier (host: read from disk; slot: written into the graph's slots). */
+  onAdapterLoad(listener: (tier: 'host' | 'slot', seconds: number) => void): void {
+    this.#adapterLoadListeners.push(listener);
+  }
+
   async stats(): Promise<EngineStats> {
     return (await this.#call({ op: 'stats' })) as EngineStats;
   }
@@ -120,6 +126,7 @@ export class Engine {
           this.#streams.delete(e.id);
         }
         for (const [id, stream] of this.#streams) if (stream.ended) this.#streams.delete(id);
+        for (const load of message.adapterLoads) for (const listener of this.#adapterLoadListeners) listener(load.tier, load.ms / 1000);
         return;
       case 'reply': {
         const call = this.#calls.get(message.callId);

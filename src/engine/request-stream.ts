@@ -45,7 +45,7 @@ export class RequestStream implements AsyncIterable<GenerationEvent> {
   onDone(d: DoneOut): void {
     if (this.#ended) return;
     const check = this.#stop.check(-1, this.#detokenizer.flush(), this.#completionTokens);
-    this.#end(check.stop ? 'stop' : d.finishReason, check.emit + (check.stop ? '' : this.#stop.flush()), check.stop?.matched ?? d.stopReason, d.usage.cachedTokens);
+    this.#end(check.stop ? 'stop' : d.finishReason, check.emit + (check.stop ? '' : this.#stop.flush()), check.stop?.matched ?? d.stopReason, d.usage.cachedTokens, d.queueMs);
   }
 
   onError(code: EngineErrorCode, message: string): void {
@@ -78,7 +78,7 @@ export class RequestStream implements AsyncIterable<GenerationEvent> {
     }
   }
 
-  #end(finishReason: FinishReason, text: string, stopReason: string | number | null, cachedTokens = 0): void {
+  #end(finishReason: FinishReason, text: string, stopReason: string | number | null, cachedTokens = 0, queueMs: number | null = null): void {
     this.#ended = true;
     this.#push({
       type: 'done',
@@ -86,6 +86,7 @@ export class RequestStream implements AsyncIterable<GenerationEvent> {
       text,
       stopReason,
       usage: { promptTokens: this.request.promptIds.length, completionTokens: this.#completionTokens, cachedTokens },
+      queueMs,
     });
   }
 

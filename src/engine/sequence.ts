@@ -19,6 +19,7 @@ export class Sequence {
   row = -1;
   computed = 0;
   readonly arrivedAt = performance.now();
+  admittedAt = 0;
 
   constructor(request: GenerationRequest, adapter: AdapterEntry | null, seed: number) {
     this.request = request;

@@ -35,12 +35,20 @@ export interface DoneOut {
   finishReason: FinishReason;
   stopReason: number | null;
   usage: Usage;
+  /** From arrival in the engine to admission into a KV row. */
+  queueMs: number;
+}
+
+/** An adapter moved into a tier: host (read from disk) or slot (written into the graph's slot tensors). */
+export interface AdapterLoadOut {
+  tier: 'host' | 'slot';
+  ms: number;
 }
 
 /** Engine worker → main thread. One `step` message per engine step carries every request's news. */
 export type FromWorker =
   | { type: 'ready'; config: ModelConfig; contextLength: number }
   | { type: 'fatal'; message: string }
-  | { type: 'step'; tokens: TokenOut[]; done: DoneOut[]; errors: { id: string; code: EngineErrorCode; message: string }[] }
+  | { type: 'step'; tokens: TokenOut[]; done: DoneOut[]; errors: { id: string; code: EngineErrorCode; message: string }[]; adapterLoads: AdapterLoadOut[] }
   | { type: 'reply'; callId: number; ok: true; value: CallResult }
   | { type: 'reply'; callId: number; ok: false; code: AdapterErrorCode | EngineErrorCode; path: string | null; message: string };

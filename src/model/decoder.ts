@@ -58,7 +58,10 @@ export class Decoder {
     return new Decoder(config, await OrtSession.create(join(modelDir, 'model.onnx'), { threads }), loraRank);
   }
 
-  /** Runs the batch, appends its K/V to the cache rows, and returns the last position's logits `[rows, vocab]`. */
+  /**
+   * Runs the batch, appends its K/V to the cache rows, and returns the last position's logits `[rows, vocab]`, or
+   * every position's `[rows * seq, vocab]` (row-major by row, then position) from a graph built with `allLogits`.
+   */
   async forward(batch: ForwardBatch, kv: KvCache, lora?: LoraBatch): Promise<Float32Array> {
     const rows = batch.tokens.length;
     const seq = batch.tokens[0].length;

@@ -18,9 +18,11 @@ export interface BuildOptions {
   accuracyLevel: number;
   /** Rank of the batched LoRA slot inputs on every projection; 0 builds a graph without LoRA. */
   loraRank: number;
+  /** Logits for every position (`[batch, seq, vocab]`, for evaluation) instead of the last position's only. */
+  allLogits: boolean;
 }
 
-export const DEFAULT_BUILD_OPTIONS: Readonly<BuildOptions> = Object.freeze({ quantization: 'int4', blockSize: 32, accuracyLevel: 4, loraRank: 0 });
+export const DEFAULT_BUILD_OPTIONS: Readonly<BuildOptions> = Object.freeze({ quantization: 'int4', blockSize: 32, accuracyLevel: 4, loraRank: 0, allLogits: false });
 
 /** Where the builder reads HF tensors from (fp32, as stored: projections `[out, in]`). */
 export interface WeightSource {
@@ -55,9 +57,10 @@ const EPS_ATTR = (eps: number) => ({ float: eps });
  *
  * Inputs: `input_ids`, `position_ids` `[batch, seq]` int64; `seqlens_k` `[batch]` int32 (each row's total length − 1);
  * `total_sequence_length` int32 scalar; per layer `past_key.L` / `past_value.L` `[batch, kv_heads, capacity, head_dim]`,
- * read in place from the engine's cache. Outputs: `logits` `[batch, 1, vocab]` (last position only) and per layer the new
- * tokens' rotated keys and values `new_key.L` / `new_value.L` `[batch, seq, kv_heads * head_dim]`, which the engine
- * writes into its cache. GQA's `present` outputs stay internal: onnxruntime-node copies every graph output.
+ * read in place from the engine's cache. Outputs: `logits` `[batch, 1, vocab]` (last position only; every position's
+ * `[batch, seq, vocab]` with `allLogits`) and per layer the new tokens' rotated keys and values `new_key.L` /
+ * `new_value.L` `[batch, seq, kv_heads * head_dim]`, which the engine writes into its cache. GQA's `present` outputs
+ * stay internal: onnxruntime-node copies every graph output.
  *
  * With `loraRank > 0` every projection also adds the batched LoRA delta (kernels/batched-lora.ts) from slot stacks
  * fed as inputs: `lora_slot` `[batch]`, `lora_mask` `[batch, slots]`, `lora_dense`, `lora_active.P` (bool scalars) and
@@ -71,7 +74,7 @@ export function buildDecoderGraph(config: ModelConfig, weights: WeightSource, op
   const positionIds = g.input(GraphNames.positionIds, 'int64', ['batch', 'seq']);
   const seqlensK = g.input(GraphNames.seqlensK, 'int32', ['batch']);
   const totalLength = g.input(GraphNames.totalSequenceLength, 'int32', []);
-  g.output(GraphNames.logits, 'float32', ['batch', 1, V]);
+  g.output(GraphNames.logits, 'float32', ['batch', options.allLogits ? 'seq' : 1, V]);
 
   const lora = options.loraRank > 0 ? loraStepInputs(g) : null;
   const rope = ropeCache(config, config.maxPositionEmbeddings);
@@ -137,7 +140,9 @@ export function buildDecoderGraph(config: ModelConfig, weights: WeightSource, op
     mlpOut = projection(act, layer, 'down_proj');
   }
   const final = g.op('Add', [mlpOut, residual]);
-  const last = g.op('Slice', [final, g.int64s('last.start', [-1]), g.int64s('last.end', [Number.MAX_SAFE_INTEGER]), g.int64s('last.axes', [1])]);
+  const last = options.allLogits
+    ? final
+    : g.op('Slice', [final, g.int64s('last.start', [-1]), g.int64s('last.end', [Number.MAX_SAFE_INTEGER]), g.int64s('last.axes', [1])]);
   const normed = rmsNorm(last, weight('model.norm.weight', [H]));
   const lmHeadName = config.tieWordEmbeddings ? 'model.embed_tokens.weight' : 'lm_head.weight';
   const logits = emitLinear(g, normed, lmHeadName, weights.read(lmHeadName), V, H, options, 'lm_head');

@@ -13,6 +13,8 @@ export interface LoadModelOptions {
   cacheRoot?: string;
   /** Rank of the batched LoRA slot inputs; 0 (default) builds without LoRA. */
   loraRank?: number;
+  /** Build a graph that returns every position's logits (evaluation); default false. */
+  allLogits?: boolean;
 }
 
 export interface LoadedModel {
@@ -31,6 +33,7 @@ export async function loadModel(options: LoadModelOptions): Promise<LoadedModel>
     ...DEFAULT_BUILD_OPTIONS,
     quantization: options.quantization ?? DEFAULT_BUILD_OPTIONS.quantization,
     loraRank: options.loraRank ?? 0,
+    allLogits: options.allLogits ?? false,
   };
   let built;
   try {

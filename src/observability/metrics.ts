@@ -6,6 +6,7 @@ import type { ErrorCode } from '../errors.js';
 export interface MetricsSource {
   stats(): Promise<EngineStats>;
   readonly adapters: { list(): Promise<AdapterInfo[]> };
+  onAdapterLoad(listener: (tier: 'host' | 'slot', seconds: number) => void): void;
 }
 
 /** How a generation ended: its finish reason, or `error` when the engine failed it. */
@@ -17,6 +18,8 @@ export interface FinishedGeneration {
   completionTokens: number;
   /** From submission to the last event. */
   seconds: number;
+  /** Waiting for a KV row and an adapter slot; null when the engine did not report it (aborted early). */
+  queueSeconds: number | null;
 }
 
 // vLLM's buckets, with finer steps at the low end, where a small model on CPU lands.
@@ -24,6 +27,7 @@ const TTFT_BUCKETS = [0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5
 const ITL_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1, 2.5, 5, 10];
 const E2E_BUCKETS = [0.05, 0.1, 0.3, 0.5, 0.8, 1, 1.5, 2, 2.5, 5, 10, 15, 20, 30, 40, 50, 60, 120, 240, 480, 960, 1920];
 const TIERS = ['host', 'slot'] as const;
+const ADAPTER_LOAD_BUCKETS = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
 
 /**
  * The server's Prometheus metrics, in a registry of its own: `loraserve_*` per pipeline stage, plus the `vllm:*` gauges
@@ -40,6 +44,8 @@ export class ServerMetrics {
   readonly #ttft: Histogram;
   readonly #itl: Histogram;
   readonly #e2e: Histogram;
+  readonly #queue: Histogram;
+  readonly #adapterLoadSeconds: Histogram<'tier'>;
   readonly #running: Gauge;
   readonly #waiting: Gauge;
   readonly #batchSize: Gauge;
@@ -64,7 +70,7 @@ export class ServerMetrics {
     collectDefaultMetrics({ register: this.registry });
     const counter = <L extends string>(name: string, help: string, labelNames: L[] = []) => new Counter<L>({ name, help, labelNames, registers });
     const gauge = <L extends string>(name: string, help: string, labelNames: L[] = []) => new Gauge<L>({ name, help, labelNames, registers });
-    const histogram = (name: string, help: string, buckets: number[]) => new Histogram({ name, help, buckets, registers });
+    const histogram = <L extends string>(name: string, help: string, buckets: number[], labelNames: L[] = []) => new Histogram<L>({ name, help, buckets, labelNames, registers });
 
     this.#requests = counter('loraserve_requests_total', 'Generations finished, by outcome (stop, length, abort, error).', ['outcome']);
     this.#errors = counter('loraserve_request_errors_total', 'Requests answered with an error, by error code.', ['code']);
@@ -73,6 +79,9 @@ export class ServerMetrics {
     this.#ttft = histogram('loraserve_time_to_first_token_seconds', 'From submission to the first generated token.', TTFT_BUCKETS);
     this.#itl = histogram('loraserve_inter_token_latency_seconds', 'Between consecutive generated tokens of one generation.', ITL_BUCKETS);
     this.#e2e = histogram('loraserve_e2e_request_latency_seconds', 'From submission to the end of a generation.', E2E_BUCKETS);
+    this.#queue = histogram('loraserve_request_queue_seconds', 'From arrival in the engine to admission (a KV row and an adapter slot).', E2E_BUCKETS);
+    this.#adapterLoadSeconds = histogram('loraserve_adapter_load_seconds', 'Adapter loads into a tier: host (read and validated from disk), slot (written into the graph).', ADAPTER_LOAD_BUCKETS, ['tier']);
+    source.onAdapterLoad((tier, seconds) => this.#adapterLoadSeconds.observe({ tier }, seconds));
     this.#running = gauge('loraserve_num_requests_running', 'Sequences in the running batch.');
     this.#waiting = gauge('loraserve_num_requests_waiting', 'Requests waiting to start.');
     this.#batchSize = gauge('loraserve_batch_size', 'Sequences in the last engine step.');
@@ -105,6 +114,7 @@ export class ServerMetrics {
     this.#promptTokens.inc(g.promptTokens);
     this.#generationTokens.inc(g.completionTokens);
     this.#e2e.observe(g.seconds);
+    if (g.queueSeconds !== null) this.#queue.observe(g.queueSeconds);
   }
 
   countError(code: ErrorCode): void {

@@ -61,6 +61,18 @@ describe('SlotManager', () => {
     expect(slots.acquire('e', weights(5))).toBeNull(); // d referenced, c pinned
   });
 
+  it('keeps one slot unpinned so unpinned adapters are still served', () => {
+    const slots = new SlotManager(config, 2, 2);
+    for (const d of ['a', 'b']) {
+      slots.release(slots.acquire(d, weights(1)) as number);
+      slots.setPinned(d, true);
+    }
+    const c = slots.acquire('c', weights(3));
+    expect(c).not.toBeNull();
+    expect(slots.residentDigests()).toContain('a');
+    expect(slots.residentDigests()).not.toContain('b');
+  });
+
   it('refuses to drop or release what is in use or absent', () => {
     const slots = new SlotManager(config, 1, 2);
     const a = slots.acquire('a', weights(1)) as number;

@@ -99,7 +99,7 @@ describe('errors', () => {
     const e = server.engine;
     const failing = (events: GenerationEvent[]): ServingEngine => ({
       config: e.config, tokenizer: e.tokenizer, contextLength: e.contextLength, adapters: e.adapters,
-      stats: () => e.stats(), abort: (id) => e.abort(id),
+      stats: () => e.stats(), abort: (id) => e.abort(id), onAdapterLoad: () => undefined,
       submit: () => (async function* () { yield* events; })(),
     });
     const boom: GenerationEvent = { type: 'error', code: 'engine_error', message: 'model run failed: boom' };

@@ -114,7 +114,10 @@ describe('observability', () => {
     expect(delta('loraserve_time_to_first_token_seconds_count')).toBe(1);
     expect(delta('loraserve_inter_token_latency_seconds_count')).toBe(3);
     expect(delta('loraserve_engine_steps_total')).toBeGreaterThanOrEqual(4);
+    expect(delta('loraserve_request_queue_seconds_count')).toBe(1);
     expect(metricValue(after, 'loraserve_adapters_registered')).toBe(1);
+    // The preloaded adapter was read from disk at startup and written into a slot when first used.
+    expect(metricValue(after, 'loraserve_adapter_load_seconds_count{tier="host"}')).toBeGreaterThanOrEqual(1);
     expect(metricValue(after, 'loraserve_request_errors_total{code="queue_full"}')).toBe(1);
   });
 
