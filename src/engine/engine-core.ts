@@ -74,7 +74,14 @@ export class EngineCore {
       adapter = this.#adapters?.bind(request.adapter);
       if (!adapter) return refuse('adapter_not_found', `no adapter named '${request.adapter}' is registered`);
     }
-    this.#waiting.push(new Sequence(request, adapter, randomInt(2 ** 47)));
+    let seq;
+    try {
+      seq = new Sequence(request, adapter, randomInt(2 ** 47));
+    } catch (err) {
+      if (adapter) this.#adapters?.unbind(adapter.digest);
+      return refuse('invalid_request', err instanceof Error ? err.message : String(err));
+    }
+    this.#waiting.push(seq);
     this.#prompted += request.promptIds.length;
     this.wake();
   }
@@ -226,7 +233,14 @@ export class EngineCore {
   #sample(seq: Sequence, logits: Float32Array, row: number): void {
     const V = this.#decoder.config.vocabSize;
     const params = seq.request.sampling;
-    const result = this.#sampler.sample(logits.subarray(row * V, (row + 1) * V), params, seq.sampling);
+    let result;
+    try {
+      result = this.#sampler.sample(logits.subarray(row * V, (row + 1) * V), params, seq.sampling);
+    } catch (err) {
+      // A sampling failure is this request's, not the batch's.
+      this.#fail(seq, 'engine_error', `sampling failed: ${err instanceof Error ? err.message : String(err)}`);
+      return;
+    }
     const token = result.tokenId;
     seq.sampling.append(token);
     seq.tokens.push(token);
