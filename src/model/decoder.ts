@@ -93,7 +93,7 @@ export class Decoder {
       feeds[GraphNames.pastKey(l)] = { type: 'float32', data: kv.keyView(l, batch.firstRow, rows), dims: kvDims };
       feeds[GraphNames.pastValue(l)] = { type: 'float32', data: kv.valueView(l, batch.firstRow, rows), dims: kvDims };
     }
-    if (this.loraRank > 0) this.#loraFeeds(feeds, rows, lora);
+    if (this.loraRank > 0) this.#loraFeeds(feeds, rows, seq, lora);
     const out = await this.#session.run(feeds, this.#fetches);
     for (let l = 0; l < this.config.numLayers; l++) {
       const keys = out[GraphNames.newKey(l)].data;
@@ -103,18 +103,19 @@ export class Decoder {
     return out[GraphNames.logits].data;
   }
 
-  #loraFeeds(feeds: Record<string, Feed>, rows: number, lora: LoraBatch | undefined): void {
+  #loraFeeds(feeds: Record<string, Feed>, rows: number, seq: number, lora: LoraBatch | undefined): void {
     const slots = lora?.fedSlots ?? 1;
-    const mask = new Float32Array(rows * slots);
+    const tokens = rows * seq;
+    const mask = new Float32Array(slots * tokens);
     const rowSlots = new BigInt64Array(rows);
     for (let r = 0; r < rows; r++) {
       const slot = lora?.rowSlots[r] ?? 0;
       if (slot >= slots) throw new Error(`row ${r} uses LoRA slot ${slot} but only ${slots} slots are fed`);
       rowSlots[r] = BigInt(slot);
-      mask[r * slots + slot] = 1;
+      mask.fill(1, slot * tokens + r * seq, slot * tokens + (r + 1) * seq);
     }
     feeds[GraphNames.loraSlot] = { type: 'int64', data: rowSlots, dims: [rows] };
-    feeds[GraphNames.loraMask] = { type: 'float32', data: mask, dims: [rows, slots] };
+    feeds[GraphNames.loraMask] = { type: 'float32', data: mask, dims: [slots, tokens] };
     feeds[GraphNames.loraDense] = { type: 'bool', data: Uint8Array.of(lora?.kernel === 'dense' ? 1 : 0), dims: [] };
     const R = this.loraRank;
     PROJECTIONS.forEach((p, i) => {

@@ -63,7 +63,7 @@ const EPS_ATTR = (eps: number) => ({ float: eps });
  * stay internal: onnxruntime-node copies every graph output.
  *
  * With `loraRank > 0` every projection also adds the batched LoRA delta (kernels/batched-lora.ts) from slot stacks
- * fed as inputs: `lora_slot` `[batch]`, `lora_mask` `[batch, slots]`, `lora_dense`, `lora_active.P` (bool scalars) and
+ * fed as inputs: `lora_slot` `[batch]`, `lora_mask` `[slots, batch × seq]`, `lora_dense`, `lora_active.P` (bool scalars) and
  * per layer and projection `lora_a.L.P` `[slots, in, rank]`, `lora_b.L.P` `[slots, rank, out]`.
  */
 export function buildDecoderGraph(config: ModelConfig, weights: WeightSource, options: BuildOptions, dir: string): void {
@@ -152,10 +152,10 @@ export function buildDecoderGraph(config: ModelConfig, weights: WeightSource, op
 
 function loraStepInputs(g: OnnxGraph): { step: LoraStepInputs; active: Record<Projection, string> } {
   const slot = g.input(GraphNames.loraSlot, 'int64', ['batch']);
-  const mask = g.input(GraphNames.loraMask, 'float32', ['batch', 'lora_slots']);
+  const mask = g.input(GraphNames.loraMask, 'float32', ['lora_slots', 'tokens']);
   const dense = g.input(GraphNames.loraDense, 'bool', []);
   const active = Object.fromEntries(PROJECTIONS.map((p) => [p, g.input(GraphNames.loraActive(p), 'bool', [])])) as Record<Projection, string>;
-  return { step: { slot, dense, mask: g.op('Unsqueeze', [mask, g.int64s('lora_mask.axes', [2, 3])]) }, active };
+  return { step: { slot, dense, mask: g.op('Unsqueeze', [mask, g.int64s('lora_mask.axes', [2])]) }, active };
 }
 
 /** `y = x · Wᵀ` for an HF weight `[n, k]`: MatMulNBits for int4/int8, MatMul on the transposed weight for fp32. */

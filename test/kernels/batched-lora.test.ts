@@ -28,7 +28,7 @@ beforeAll(async () => {
   const g = new OnnxGraph(join(dir, 'model.onnx.data'));
   const x = g.input('x', 'float32', ['batch', 'seq', IN]);
   const step = { slot: g.input('slot', 'int64', ['batch']), dense: g.input('dense', 'bool', []), mask: '' };
-  step.mask = g.op('Unsqueeze', [g.input('mask', 'float32', ['batch', 'slots']), g.int64s('mask.axes', [2, 3])]);
+  step.mask = g.op('Unsqueeze', [g.input('mask', 'float32', ['slots', 'tokens']), g.int64s('mask.axes', [2])]);
   const p = { a: g.input('a', 'float32', ['slots', IN, RANK]), b: g.input('b', 'float32', ['slots', RANK, OUT]), active: g.input('active', 'bool', []) };
   const y = g.op('MatMul', [x, g.initializer('w', 'float32', [IN, OUT], weight)]);
   g.node('Identity', [emitBatchedLora(g, x, y, step, p)], {}, { outputs: ['out'] });
@@ -59,12 +59,12 @@ function stacks(adapters: LoraSlotWeights[]): { a: Float32Array; b: Float32Array
 async function run(x: Float32Array, batch: number, seq: number, slots: number[], adapters: LoraSlotWeights[], kernel: LoraKernel, active = true) {
   const { a, b } = stacks(adapters);
   const n = adapters.length + 1;
-  const mask = new Float32Array(batch * n);
-  slots.forEach((s, i) => { mask[i * n + s] = 1; });
+  const mask = new Float32Array(n * batch * seq);
+  slots.forEach((s, i) => mask.fill(1, s * batch * seq + i * seq, s * batch * seq + (i + 1) * seq));
   const out = await session.run({
     x: { type: 'float32', data: x, dims: [batch, seq, IN] },
     slot: { type: 'int64', data: BigInt64Array.from(slots.map(BigInt)), dims: [batch] },
-    mask: { type: 'float32', data: mask, dims: [batch, n] },
+    mask: { type: 'float32', data: mask, dims: [n, batch * seq] },
     dense: { type: 'bool', data: Uint8Array.of(kernel === 'dense' ? 1 : 0), dims: [] },
     active: { type: 'bool', data: Uint8Array.of(active ? 1 : 0), dims: [] },
     a: { type: 'float32', data: a, dims: [n, IN, RANK] },
