@@ -9,18 +9,21 @@ export type LoraKernel = 'gather' | 'dense';
  * lowest slots, and the scale is folded into B when an adapter is written into its slot.
  */
 export interface LoraStepInputs {
-  /** `[batch]` int64: each row's slot. */
-  slot: string;
   /** `[slots, tokens, 1]` float, tokens = batch × seq in row-major order: one-hot of each token's slot (dense kernel). */
   mask: string;
   /** bool scalar: true → dense kernel this step, false → gather. */
   dense: string;
 }
 
-/** One projection's slot stacks: `a` `[slots, in, rank]`, `b` `[slots, rank, out]`. */
+/**
+ * One projection's adapter weights: the slot stacks `a` `[slots, in, rank]`, `b` `[slots, rank, out]`, and each
+ * batch row's own copy `rowA` `[batch, in, rank]`, `rowB` `[batch, rank, out]` (zeros for a row without adapter).
+ */
 export interface LoraProjectionInputs {
   a: string;
   b: string;
+  rowA: string;
+  rowB: string;
   /** bool scalar: some adapter in this step targets this projection; when false the branch costs nothing. */
   active: string;
 }
@@ -28,17 +31,15 @@ export interface LoraProjectionInputs {
 /**
  * `y + Δ`, `Δ[i] = (x[i] · A[s[i]]) · B[s[i]]` for `x` `[batch, seq, in]`, `y` `[batch, seq, out]` (see lora-reference.ts).
  *
- * gather: copies each row's A and B out of the stacks, then two batched MatMuls; its cost is the copy, which grows
- * with the batch (at rank 16 on the 0.5B shape, 35 MB per row per step over all projections).
+ * gather: two batched MatMuls over the rows' own copies of their adapter's A and B. The engine gathers those copies
+ * once, when a row's adapter changes, not in the graph every step: an in-graph Gather would copy 35 MB per row per
+ * step at rank 16 on the 0.5B shape, which costs more than the LoRA arithmetic itself.
  * dense: one GEMM per fed slot over all tokens (`[tokens, in] · A[s]`, each A read once), the one-hot mask zeroes the
  * products of other slots, and one GEMM expands through the stacked B (`[tokens, slots·rank] · [slots·rank, out]`).
  * No copies; its arithmetic grows with tokens × fed slots.
  */
 export function emitBatchedLora(g: GraphOps, x: string, y: string, step: LoraStepInputs, p: LoraProjectionInputs): string {
-  const gather = () => {
-    const xa = g.op('MatMul', [x, g.op('Gather', [p.a, step.slot], { axis: 0 })]);
-    return g.op('Add', [y, g.op('MatMul', [xa, g.op('Gather', [p.b, step.slot], { axis: 0 })])]);
-  };
+  const gather = () => g.op('Add', [y, g.op('MatMul', [g.op('MatMul', [x, p.rowA]), p.rowB])]);
   const dense = () => {
     const tokens = g.op('Reshape', [x, g.int64s(`${p.a}.tokens`, [1, -1, 0])]); // [1, tokens, in]
     const xa = g.op('Mul', [g.op('MatMul', [tokens, p.a]), step.mask]); // [slots, tokens, rank]

@@ -18,6 +18,8 @@ export interface AdapterTierOptions {
   maxLoras: number;
   maxRank: number;
   hostBytes: number;
+  /** KV rows: each keeps its own copy of its adapter for the gather kernel. */
+  rows: number;
 }
 
 /** What admission gets for a sequence's adapter: a slot, a wait (loading or no free slot), or a refusal. */
@@ -48,7 +50,7 @@ export class AdapterManager {
 
   /** `onChange` is called when a background load finishes, so an idle engine loop wakes up to admit its requests. */
   constructor(config: ModelConfig, options: AdapterTierOptions, onChange: () => void) {
-    this.slots = new SlotManager(config, options.maxLoras, options.maxRank);
+    this.slots = new SlotManager(config, options.maxLoras, options.maxRank, options.rows);
     this.#host = new HostAdapterCache(options.hostBytes, () => this.hostEvictions++);
     this.#loader = new AdapterLoader(config, options.maxRank);
     this.#onChange = onChange;

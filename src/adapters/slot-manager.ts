@@ -7,6 +7,8 @@ import { loraModuleKey } from './peft-loader.js';
 
 interface SlotEntry {
   digest: string;
+  /** Distinguishes successive adapters written into the same slot. */
+  generation: number;
   /** Running sequences using the slot; a referenced slot is never overwritten. */
   refs: number;
   pinned: boolean;
@@ -21,6 +23,9 @@ interface SlotEntry {
  * is written into the lowest free slot (so the active ones cluster at the front, which keeps the dense kernel's fed
  * prefix short), ranks below `rank` are zero-padded, and the PEFT scale is folded into B.
  * When no slot is free the least recently used unreferenced, unpinned slot is overwritten.
+ *
+ * It also holds each KV row's own copy of its adapter (`[rows, in, rank]`, `[rows, rank, out]`), which the gather
+ * kernel reads: copied from the slot when a row's adapter changes, moved with the row when rows are compacted.
  */
 export class SlotManager {
   readonly maxLoras: number;
@@ -29,29 +34,66 @@ export class SlotManager {
   readonly #a: Float32Array[];
   readonly #b: Float32Array[];
   readonly #slots: (SlotEntry | null)[];
+  readonly #rowA: Float32Array[];
+  readonly #rowB: Float32Array[];
+  /** Per row, the generation of the slot content it holds (0: zeros). */
+  readonly #rowContent: number[];
   #clock = 0;
+  #generations = 0;
   evictions = 0;
   loads = 0;
 
-  constructor(config: ModelConfig, maxLoras: number, rank: number) {
+  /** `rows`: KV rows that get their own copy of their adapter (the engine's batch size). */
+  constructor(config: ModelConfig, maxLoras: number, rank: number, rows: number) {
     this.#config = config;
     this.maxLoras = maxLoras;
     this.rank = rank;
     this.#slots = new Array<SlotEntry | null>(maxLoras + 1).fill(null);
+    this.#rowContent = new Array<number>(rows).fill(0);
     this.#a = [];
     this.#b = [];
+    this.#rowA = [];
+    this.#rowB = [];
     for (let layer = 0; layer < config.numLayers; layer++) {
       for (const p of PROJECTIONS) {
         const [k, n] = projectionShape(config, p);
         this.#a.push(new Float32Array((maxLoras + 1) * k * rank));
         this.#b.push(new Float32Array((maxLoras + 1) * rank * n));
+        this.#rowA.push(new Float32Array(rows * k * rank));
+        this.#rowB.push(new Float32Array(rows * rank * n));
       }
     }
   }
 
-  /** Bytes held by the slot stacks. */
+  /** Bytes held by the slot stacks and the rows' copies. */
   get bytes(): number {
-    return this.#a.reduce((s, a) => s + a.byteLength, 0) + this.#b.reduce((s, b) => s + b.byteLength, 0);
+    return [this.#a, this.#b, this.#rowA, this.#rowB].reduce((sum, stacks) => sum + stacks.reduce((s, a) => s + a.byteLength, 0), 0);
+  }
+
+  /** Gives `row` a copy of the adapter in `slot` (zeros for slot 0); nothing to do when it already holds it. */
+  bindRow(row: number, slot: number): void {
+    const generation = this.#slots[slot]?.generation ?? 0;
+    if (this.#rowContent[row] === generation) return;
+    this.#copyRegions(this.#a, this.#rowA, slot, row);
+    this.#copyRegions(this.#b, this.#rowB, slot, row);
+    this.#rowContent[row] = generation;
+  }
+
+  /** Moves row `from`'s copy into row `to` (row compaction). */
+  moveRow(from: number, to: number): void {
+    if (this.#rowContent[to] === this.#rowContent[from]) return;
+    this.#copyRegions(this.#rowA, this.#rowA, from, to);
+    this.#copyRegions(this.#rowB, this.#rowB, from, to);
+    this.#rowContent[to] = this.#rowContent[from];
+  }
+
+  /** Copies region `from` of each source buffer into region `to` of the matching target buffer (regions of equal size). */
+  #copyRegions(sources: Float32Array[], targets: Float32Array[], from: number, to: number): void {
+    sources.forEach((source, i) => {
+      const size = targets[i].length / this.#rowContent.length;
+      if (source === targets[i]) source.copyWithin(to * size, from * size, (from + 1) * size);
+      else targets[i].set(source.subarray(from * size, (from + 1) * size), to * size);
+    });
   }
 
   slotOf(digest: string): number | null {
@@ -107,8 +149,8 @@ export class SlotManager {
     this.#slots[slot] = null;
   }
 
-  /** The slot inputs for a run whose rows use `rowSlots` (0 = no adapter). */
-  batch(rowSlots: readonly number[], kernel: LoraKernel): LoraBatch {
+  /** The slot inputs for a run over rows `firstRow..` whose adapters are in `rowSlots` (0 = no adapter). */
+  batch(firstRow: number, rowSlots: readonly number[], kernel: LoraKernel): LoraBatch {
     const fedSlots = Math.max(0, ...rowSlots) + 1;
     const activeProjections = PROJECTIONS.map((_, i) => rowSlots.some((s) => s > 0 && (this.#slots[s] as SlotEntry).targets[i]));
     const R = this.rank;
@@ -123,7 +165,15 @@ export class SlotManager {
       activeProjections,
       a: (layer, p) => view(this.#a, layer, p, (k) => k * R),
       b: (layer, p) => view(this.#b, layer, p, (_, n) => R * n),
+      rowA: (layer, p) => this.#rows(this.#rowA, layer, p, firstRow, rowSlots.length),
+      rowB: (layer, p) => this.#rows(this.#rowB, layer, p, firstRow, rowSlots.length),
     };
+  }
+
+  #rows(buffers: Float32Array[], layer: number, p: Projection, firstRow: number, count: number): Float32Array {
+    const buffer = buffers[layer * PROJECTIONS.length + PROJECTIONS.indexOf(p)];
+    const size = buffer.length / this.#rowContent.length;
+    return buffer.subarray(firstRow * size, (firstRow + count) * size);
   }
 
   #freeSlot(): number | null {
@@ -155,7 +205,7 @@ export class SlotManager {
         for (let j = 0; j < m.rank * n; j++) b[j] = m.scale * m.b[j];
       });
     }
-    this.#slots[slot] = { digest, refs: 0, pinned: false, lastUsed: ++this.#clock, targets };
+    this.#slots[slot] = { digest, generation: ++this.#generations, refs: 0, pinned: false, lastUsed: ++this.#clock, targets };
     this.loads++;
   }
 }

@@ -187,6 +187,7 @@ export class EngineCore {
       this.#waiting.splice(i, 1);
       seq.admittedAt = performance.now();
       seq.row = this.#running.length;
+      this.#adapters?.slots.bindRow(seq.row, seq.slot);
       this.#running.push(seq);
       return true;
     }
@@ -227,7 +228,7 @@ export class EngineCore {
     const forced = this.#options.loraKernel;
     const kernel = forced && forced !== 'auto' ? forced : preferredKernel(seqs.length, Math.max(...slots) + 1);
     this.#kernelRuns[kernel]++;
-    return this.#adapters.slots.batch(slots, kernel);
+    return this.#adapters.slots.batch(seqs[0].row, slots, kernel);
   }
 
   #sample(seq: Sequence, logits: Float32Array, row: number): void {
@@ -275,17 +276,22 @@ export class EngineCore {
     const prefilling = last?.prefilling && last !== seq ? rows.pop() : undefined;
     const moved = rows.pop() as Sequence;
     if (moved !== seq) {
-      this.#kv.copyRow(moved.row, seq.row, moved.computed);
-      moved.row = seq.row;
+      this.#moveRow(moved, seq.row);
       rows[seq.row] = moved;
     }
     if (prefilling) {
-      this.#kv.copyRow(prefilling.row, rows.length, prefilling.computed);
-      prefilling.row = rows.length;
+      this.#moveRow(prefilling, rows.length);
       rows.push(prefilling);
     }
     seq.row = -1;
     this.#release(seq);
+  }
+
+  /** Moves a running sequence's KV (its computed positions) and its adapter copy to another row. */
+  #moveRow(seq: Sequence, to: number): void {
+    this.#kv.copyRow(seq.row, to, seq.computed);
+    this.#adapters?.slots.moveRow(seq.row, to);
+    seq.row = to;
   }
 
   #release(seq: Sequence): void {

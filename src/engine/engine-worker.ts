@@ -23,7 +23,7 @@ try {
   const contextLength = Math.min(options.contextLength, model.config.maxPositionEmbeddings);
   let core: EngineCore | null = null;
   const adapters = options.maxLoras > 0
-    ? new AdapterManager(model.config, { maxLoras: options.maxLoras, maxRank: options.maxLoraRank, hostBytes: options.maxCpuLoraBytes }, () => core?.wake())
+    ? new AdapterManager(model.config, { maxLoras: options.maxLoras, maxRank: options.maxLoraRank, hostBytes: options.maxCpuLoraBytes, rows: options.maxBatch }, () => core?.wake())
     : null;
   core = new EngineCore(model.decoder, adapters, { ...options, contextLength }, post);
   const engine = core;

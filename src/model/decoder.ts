@@ -17,8 +17,8 @@ export interface ForwardBatch {
 }
 
 /**
- * The adapters of one forward run, for a graph built with `loraRank > 0`: each row's slot (0 = none) and the slot
- * stacks' first `fedSlots` slots, which must cover every row's slot.
+ * The adapters of one forward run, for a graph built with `loraRank > 0`: each row's slot (0 = none), the slot
+ * stacks' first `fedSlots` slots, which must cover every row's slot, and the rows' own copies of their adapter.
  */
 export interface LoraBatch {
   rowSlots: readonly number[];
@@ -30,6 +30,10 @@ export interface LoraBatch {
   a(layer: number, projection: Projection): Float32Array;
   /** `[fedSlots, rank, out]` view of a projection's B stack (scale folded in). */
   b(layer: number, projection: Projection): Float32Array;
+  /** `[rows, in, rank]`: the batch rows' copies of their adapter's A (zeros for a row without adapter). */
+  rowA(layer: number, projection: Projection): Float32Array;
+  /** `[rows, rank, out]`: the batch rows' copies of their adapter's B. */
+  rowB(layer: number, projection: Projection): Float32Array;
 }
 
 /** A built decoder graph in an ONNX Runtime session: runs batches against an engine-owned KV cache. */
@@ -107,14 +111,11 @@ export class Decoder {
     const slots = lora?.fedSlots ?? 1;
     const tokens = rows * seq;
     const mask = new Float32Array(slots * tokens);
-    const rowSlots = new BigInt64Array(rows);
     for (let r = 0; r < rows; r++) {
       const slot = lora?.rowSlots[r] ?? 0;
       if (slot >= slots) throw new Error(`row ${r} uses LoRA slot ${slot} but only ${slots} slots are fed`);
-      rowSlots[r] = BigInt(slot);
       mask.fill(1, slot * tokens + r * seq, slot * tokens + (r + 1) * seq);
     }
-    feeds[GraphNames.loraSlot] = { type: 'int64', data: rowSlots, dims: [rows] };
     feeds[GraphNames.loraMask] = { type: 'float32', data: mask, dims: [slots, tokens] };
     feeds[GraphNames.loraDense] = { type: 'bool', data: Uint8Array.of(lora?.kernel === 'dense' ? 1 : 0), dims: [] };
     const R = this.loraRank;
@@ -125,6 +126,8 @@ export class Decoder {
       for (let l = 0; l < this.config.numLayers; l++) {
         feeds[GraphNames.loraA(l, p)] = { type: 'float32', data: lora ? lora.a(l, p) : none.a, dims: [slots, k, R] };
         feeds[GraphNames.loraB(l, p)] = { type: 'float32', data: lora ? lora.b(l, p) : none.b, dims: [slots, R, n] };
+        feeds[GraphNames.loraRowA(l, p)] = lora ? { type: 'float32', data: lora.rowA(l, p), dims: [rows, k, R] } : { type: 'float32', data: none.a, dims: [1, k, R] };
+        feeds[GraphNames.loraRowB(l, p)] = lora ? { type: 'float32', data: lora.rowB(l, p), dims: [rows, R, n] } : { type: 'float32', data: none.b, dims: [1, R, n] };
       }
     });
   }

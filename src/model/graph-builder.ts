@@ -41,12 +41,13 @@ export const GraphNames = {
   pastValue: (layer: number) => `past_value.${layer}`,
   newKey: (layer: number) => `new_key.${layer}`,
   newValue: (layer: number) => `new_value.${layer}`,
-  loraSlot: 'lora_slot',
   loraMask: 'lora_mask',
   loraDense: 'lora_dense',
   loraActive: (projection: Projection) => `lora_active.${projection}`,
   loraA: (layer: number, projection: Projection) => `lora_a.${layer}.${projection}`,
   loraB: (layer: number, projection: Projection) => `lora_b.${layer}.${projection}`,
+  loraRowA: (layer: number, projection: Projection) => `lora_row_a.${layer}.${projection}`,
+  loraRowB: (layer: number, projection: Projection) => `lora_row_b.${layer}.${projection}`,
 } as const;
 
 const EPS_ATTR = (eps: number) => ({ float: eps });
@@ -63,8 +64,9 @@ const EPS_ATTR = (eps: number) => ({ float: eps });
  * stay internal: onnxruntime-node copies every graph output.
  *
  * With `loraRank > 0` every projection also adds the batched LoRA delta (kernels/batched-lora.ts) from slot stacks
- * fed as inputs: `lora_slot` `[batch]`, `lora_mask` `[slots, batch × seq]`, `lora_dense`, `lora_active.P` (bool scalars) and
- * per layer and projection `lora_a.L.P` `[slots, in, rank]`, `lora_b.L.P` `[slots, rank, out]`.
+ * fed as inputs: `lora_mask` `[slots, batch × seq]`, `lora_dense`, `lora_active.P` (bool scalars) and per layer and
+ * projection the slot stacks `lora_a.L.P` `[slots, in, rank]`, `lora_b.L.P` `[slots, rank, out]` (dense kernel) and the
+ * rows' copies `lora_row_a.L.P` `[batch, in, rank]`, `lora_row_b.L.P` `[batch, rank, out]` (gather kernel).
  */
 export function buildDecoderGraph(config: ModelConfig, weights: WeightSource, options: BuildOptions, dir: string): void {
   const g = new OnnxGraph(join(dir, 'model.onnx.data'));
@@ -90,7 +92,9 @@ export function buildDecoderGraph(config: ModelConfig, weights: WeightSource, op
     if (lora) {
       const a = g.input(GraphNames.loraA(layer, p), 'float32', ['lora_slots', k, options.loraRank]);
       const b = g.input(GraphNames.loraB(layer, p), 'float32', ['lora_slots', options.loraRank, n]);
-      y = emitBatchedLora(g, x, y, lora.step, { a, b, active: lora.active[p] });
+      const rowA = g.input(GraphNames.loraRowA(layer, p), 'float32', ['lora_rows', k, options.loraRank]);
+      const rowB = g.input(GraphNames.loraRowB(layer, p), 'float32', ['lora_rows', options.loraRank, n]);
+      y = emitBatchedLora(g, x, y, lora.step, { a, b, rowA, rowB, active: lora.active[p] });
     }
     const bias = name.replace(/\.weight$/, '.bias');
     return config.attentionBias && (p === 'q_proj' || p === 'k_proj' || p === 'v_proj') ? g.op('Add', [y, weight(bias, [n])]) : y;
@@ -151,11 +155,10 @@ export function buildDecoderGraph(config: ModelConfig, weights: WeightSource, op
 }
 
 function loraStepInputs(g: OnnxGraph): { step: LoraStepInputs; active: Record<Projection, string> } {
-  const slot = g.input(GraphNames.loraSlot, 'int64', ['batch']);
   const mask = g.input(GraphNames.loraMask, 'float32', ['lora_slots', 'tokens']);
   const dense = g.input(GraphNames.loraDense, 'bool', []);
   const active = Object.fromEntries(PROJECTIONS.map((p) => [p, g.input(GraphNames.loraActive(p), 'bool', [])])) as Record<Projection, string>;
-  return { step: { slot, dense, mask: g.op('Unsqueeze', [mask, g.int64s('lora_mask.axes', [2])]) }, active };
+  return { step: { dense, mask: g.op('Unsqueeze', [mask, g.int64s('lora_mask.axes', [2])]) }, active };
 }
 
 /** `y = x · Wᵀ` for an HF weight `[n, k]`: MatMulNBits for int4/int8, MatMul on the transposed weight for fp32. */

@@ -25,10 +25,10 @@ function weights(value: number, rank = 2, projections: readonly Projection[] = P
 
 describe('SlotManager', () => {
   it('writes adapters into the lowest free slots with rank padding and the scale folded into B', () => {
-    const slots = new SlotManager(config, 3, 4);
+    const slots = new SlotManager(config, 3, 4, 3);
     expect(slots.acquire('a', weights(1))).toBe(1);
     expect(slots.acquire('b', weights(3, 2, ['q_proj']))).toBe(2);
-    const batch = slots.batch([0, 2, 1], 'gather');
+    const batch = slots.batch(0, [0, 2, 1], 'gather');
     expect(batch.fedSlots).toBe(3);
     expect(batch.activeProjections).toEqual(PROJECTIONS.map(() => true));
     const [k, n] = projectionShape(config, 'q_proj');
@@ -39,12 +39,22 @@ describe('SlotManager', () => {
     expect(Array.from(a.subarray(2 * k * 4, 2 * k * 4 + 4))).toEqual([3, 3, 0, 0]); // rank 2 padded to 4
     expect(b[2 * 4 * n]).toBe(6); // 2 × 3
     expect(Array.from(b.subarray(2 * 4 * n + 2 * n, 3 * 4 * n)).every((v) => v === 0)).toBe(true);
+    // Rows get their own copies; a row bound again to the same content is left as it is.
+    slots.bindRow(0, 0);
+    slots.bindRow(1, 2);
+    slots.bindRow(2, 1);
+    const rowA = batch.rowA(0, 'q_proj');
+    expect(Array.from(rowA.subarray(k * 4, k * 4 + 4))).toEqual([3, 3, 0, 0]);
+    expect(Array.from(rowA.subarray(2 * k * 4, 2 * k * 4 + 2))).toEqual([1, 1]);
+    slots.moveRow(1, 0);
+    expect(Array.from(batch.rowA(0, 'q_proj').subarray(0, 2))).toEqual([3, 3]);
+    expect(batch.rowB(0, 'q_proj')[0]).toBe(6);
     // Only b targets q_proj: a batch of b alone leaves the other projections inactive.
-    expect(slots.batch([2], 'gather').activeProjections).toEqual(PROJECTIONS.map((p) => p === 'q_proj'));
+    expect(slots.batch(0, [2], 'gather').activeProjections).toEqual(PROJECTIONS.map((p) => p === 'q_proj'));
   });
 
   it('evicts the least recently used unreferenced slot, never a referenced or pinned one', () => {
-    const slots = new SlotManager(config, 2, 2);
+    const slots = new SlotManager(config, 2, 2, 1);
     const a = slots.acquire('a', weights(1)) as number;
     const b = slots.acquire('b', weights(2)) as number;
     expect(slots.acquire('c', weights(3))).toBeNull(); // both referenced
@@ -62,7 +72,7 @@ describe('SlotManager', () => {
   });
 
   it('keeps one slot unpinned so unpinned adapters are still served', () => {
-    const slots = new SlotManager(config, 2, 2);
+    const slots = new SlotManager(config, 2, 2, 1);
     for (const d of ['a', 'b']) {
       slots.release(slots.acquire(d, weights(1)) as number);
       slots.setPinned(d, true);
@@ -74,7 +84,7 @@ describe('SlotManager', () => {
   });
 
   it('refuses to drop or release what is in use or absent', () => {
-    const slots = new SlotManager(config, 1, 2);
+    const slots = new SlotManager(config, 1, 2, 1);
     const a = slots.acquire('a', weights(1)) as number;
     expect(() => slots.drop('a')).toThrow(/in use/);
     slots.release(a);

@@ -27,9 +27,15 @@ function randomArray(n: number, std: number): Float32Array {
 beforeAll(async () => {
   const g = new OnnxGraph(join(dir, 'model.onnx.data'));
   const x = g.input('x', 'float32', ['batch', 'seq', IN]);
-  const step = { slot: g.input('slot', 'int64', ['batch']), dense: g.input('dense', 'bool', []), mask: '' };
+  const step = { dense: g.input('dense', 'bool', []), mask: '' };
   step.mask = g.op('Unsqueeze', [g.input('mask', 'float32', ['slots', 'tokens']), g.int64s('mask.axes', [2])]);
-  const p = { a: g.input('a', 'float32', ['slots', IN, RANK]), b: g.input('b', 'float32', ['slots', RANK, OUT]), active: g.input('active', 'bool', []) };
+  const p = {
+    a: g.input('a', 'float32', ['slots', IN, RANK]),
+    b: g.input('b', 'float32', ['slots', RANK, OUT]),
+    rowA: g.input('rowA', 'float32', ['batch', IN, RANK]),
+    rowB: g.input('rowB', 'float32', ['batch', RANK, OUT]),
+    active: g.input('active', 'bool', []),
+  };
   const y = g.op('MatMul', [x, g.initializer('w', 'float32', [IN, OUT], weight)]);
   g.node('Identity', [emitBatchedLora(g, x, y, step, p)], {}, { outputs: ['out'] });
   g.output('out', 'float32', ['batch', 'seq', OUT]);
@@ -61,9 +67,17 @@ async function run(x: Float32Array, batch: number, seq: number, slots: number[],
   const n = adapters.length + 1;
   const mask = new Float32Array(n * batch * seq);
   slots.forEach((s, i) => mask.fill(1, s * batch * seq + i * seq, s * batch * seq + (i + 1) * seq));
+  // The rows' own copies of their slot's weights, as the engine keeps them for the gather kernel.
+  const rowA = new Float32Array(batch * IN * RANK);
+  const rowB = new Float32Array(batch * RANK * OUT);
+  slots.forEach((s, i) => {
+    rowA.set(a.subarray(s * IN * RANK, (s + 1) * IN * RANK), i * IN * RANK);
+    rowB.set(b.subarray(s * RANK * OUT, (s + 1) * RANK * OUT), i * RANK * OUT);
+  });
   const out = await session.run({
     x: { type: 'float32', data: x, dims: [batch, seq, IN] },
-    slot: { type: 'int64', data: BigInt64Array.from(slots.map(BigInt)), dims: [batch] },
+    rowA: { type: 'float32', data: rowA, dims: [batch, IN, RANK] },
+    rowB: { type: 'float32', data: rowB, dims: [batch, RANK, OUT] },
     mask: { type: 'float32', data: mask, dims: [n, batch * seq] },
     dense: { type: 'bool', data: Uint8Array.of(kernel === 'dense' ? 1 : 0), dims: [] },
     active: { type: 'bool', data: Uint8Array.of(active ? 1 : 0), dims: [] },
