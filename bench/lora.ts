@@ -23,6 +23,8 @@ const { values } = parseArgs({
     prompt: { type: 'string', default: '32' },
     tokens: { type: 'string', default: '96' },
     'cold-loads': { type: 'string', default: '20' },
+    /** Stop after (a)–(c) and the forced-kernel runs: skips registering 1,000 adapters. */
+    'kernels-only': { type: 'boolean', default: false },
   },
 });
 const registered = Number(values.registered);
@@ -132,6 +134,10 @@ for (const kernel of ['gather', 'dense'] as const) {
   await forced.shutdown(0);
 }
 
+if (values['kernels-only']) {
+  console.log(JSON.stringify({ ...result, decode_tokens_per_s: decode }));
+  process.exit(0);
+}
 engine = await Engine.start(baseOptions);
 for (let i = 0; i < 8; i++) await engine.adapters.register(`warm${i}`, adapterDir(i));
 

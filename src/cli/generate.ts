@@ -7,7 +7,7 @@ import type { OpenAiSamplingFields } from '../api/request-mapping.js';
 import { openAiSampling } from '../api/request-mapping.js';
 import type { SamplingParams } from '../engine/sampling-params.js';
 import type { Quantization } from '../model/quantizer.js';
-import { QUANTIZATIONS } from '../model/quantizer.js';
+import { positiveInt, quantization, UsageError } from './usage.js';
 
 const HELP = `usage: loraserve generate --model DIR (--prompt TEXT | --prompt-ids 1,2,3 | --requests FILE) [options]
 
@@ -23,7 +23,7 @@ options:
   --adapter NAME=DIR   register a PEFT adapter under NAME (repeatable)
   --max-tokens N       tokens to generate per request (default 16)
   --quant Q            int4 | int8 | fp32 (default int4)
-  --max-lora-rank N    largest adapter rank (default 64)
+  --max-lora-rank N    largest adapter rank (default 16, as serve)
   --ignore-eos         keep generating past end-of-sequence tokens
   --threads N          ONNX Runtime threads (default: all cores)
   --json               print {"token_ids": [...], "text": "..."} (generated tokens only)
@@ -37,8 +37,6 @@ interface RequestLine extends OpenAiSamplingFields {
   max_tokens?: number;
 }
 
-class UsageError extends Error {}
-
 export async function generateCommand(argv: string[]): Promise<number> {
   const { values } = parseArgs({
     args: argv,
@@ -50,7 +48,7 @@ export async function generateCommand(argv: string[]): Promise<number> {
       adapter: { type: 'string', multiple: true, default: [] },
       'max-tokens': { type: 'string', default: '16' },
       quant: { type: 'string', default: 'int4' },
-      'max-lora-rank': { type: 'string', default: '64' },
+      'max-lora-rank': { type: 'string', default: '16' },
       'ignore-eos': { type: 'boolean', default: false },
       threads: { type: 'string', default: String(availableParallelism()) },
       json: { type: 'boolean', default: false },
@@ -68,7 +66,7 @@ export async function generateCommand(argv: string[]): Promise<number> {
     if (!values.model) throw new UsageError('--model is required');
     const sources = [values.prompt, values['prompt-ids'], values.requests].filter((v) => v !== undefined).length;
     if (sources !== 1) throw new UsageError('give exactly one of --prompt, --prompt-ids and --requests');
-    if (!QUANTIZATIONS.includes(values.quant as Quantization)) throw new UsageError(`--quant must be one of ${QUANTIZATIONS.join(', ')}`);
+    quantization(values.quant);
     maxTokens = positiveInt(values['max-tokens'], '--max-tokens');
     adapters = values.adapter.map((spec) => {
       const eq = spec.indexOf('=');
@@ -151,10 +149,4 @@ function parseIds(text: string): number[] {
   const ids = text.split(',').map((s) => Number(s.trim()));
   if (ids.some((id) => !Number.isInteger(id) || id < 0)) throw new UsageError('--prompt-ids must be comma-separated non-negative integers');
   return ids;
-}
-
-function positiveInt(text: string, flag: string): number {
-  const n = Number(text);
-  if (!Number.isInteger(n) || n < 1) throw new UsageError(`${flag} must be a positive integer`);
-  return n;
 }

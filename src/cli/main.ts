@@ -1,8 +1,10 @@
+import { evalCommand } from './eval.js';
 import { generateCommand } from './generate.js';
 import { serveCommand } from './serve.js';
 import { synthCommand } from './synth.js';
 
 const COMMANDS: Record<string, { run: (argv: string[]) => Promise<number>; summary: string }> = {
+  eval: { run: evalCommand, summary: 'mean per-token loss of a text under the model (and an adapter)' },
   generate: { run: generateCommand, summary: 'generate tokens from a checkpoint (greedy)' },
   serve: { run: serveCommand, summary: 'serve the model and its LoRA adapters over HTTP (OpenAI-compatible)' },
   synth: { run: synthCommand, summary: 'write deterministic synthetic checkpoints and PEFT adapters' },

@@ -39,7 +39,7 @@ export async function evaluateLoss(decoder: Decoder, tokenIds: readonly number[]
   if (tokenIds.length < 2) throw new Error(`the text has ${tokenIds.length} token(s); at least 2 are needed to predict one`);
 
   const vocab = config.vocabSize;
-  const kv = new KvCache(config, 1, context);
+  const kv = new KvCache(config, 1, Math.min(context, tokenIds.length));
   let sum = 0;
   let count = 0;
   for (let start = 0; start < tokenIds.length; start += context) {
