@@ -24,12 +24,13 @@ export interface LoraProjectionInputs {
   b: string;
   rowA: string;
   rowB: string;
-  /** bool scalar: some adapter in this step targets this projection; when false the branch costs nothing. */
-  active: string;
 }
 
 /**
- * `y + Δ`, `Δ[i] = (x[i] · A[s[i]]) · B[s[i]]` for `x` `[batch, seq, in]`, `y` `[batch, seq, out]` (see lora-reference.ts).
+ * `y + Δ`, `Δ[i] = (x[i] · A[s[i]]) · B[s[i]]` for `x` `[batch, seq, in]`, `y` `[batch, seq, out]` (see lora-reference.ts),
+ * for a group of projections that read the same `x` (q, k, v; gate, up). One `If` on `active` (some adapter in this
+ * step targets a projection of the group) and one on the kernel serve the whole group: each If costs ~50 µs to run,
+ * even empty, which at one per projection was 16% of a 16-row decode step.
  *
  * gather: two batched MatMuls over the rows' own copies of their adapter's A and B. The engine gathers those copies
  * once, when a row's adapter changes, not in the graph every step: an in-graph Gather would copy 35 MB per row per
@@ -38,16 +39,18 @@ export interface LoraProjectionInputs {
  * products of other slots, and one GEMM expands through the stacked B (`[tokens, slots·rank] · [slots·rank, out]`).
  * No copies; its arithmetic grows with tokens × fed slots.
  */
-export function emitBatchedLora(g: GraphOps, x: string, y: string, step: LoraStepInputs, p: LoraProjectionInputs): string {
-  const gather = () => g.op('Add', [y, g.op('MatMul', [g.op('MatMul', [x, p.rowA]), p.rowB])]);
+export function emitBatchedLora(g: GraphOps, x: string, ys: string[], step: LoraStepInputs, ps: LoraProjectionInputs[], active: string): string[] {
+  const gather = () => ps.map((p, i) => g.op('Add', [ys[i], g.op('MatMul', [g.op('MatMul', [x, p.rowA]), p.rowB])]));
   const dense = () => {
-    const tokens = g.op('Reshape', [x, g.int64s(`${p.a}.tokens`, [1, -1, 0])]); // [1, tokens, in]
-    const xa = g.op('Mul', [g.op('MatMul', [tokens, p.a]), step.mask]); // [slots, tokens, rank]
-    const perToken = g.op('Reshape', [g.op('Transpose', [xa], { perm: [1, 0, 2] }), g.int64s(`${p.a}.flat`, [0, -1])]); // [tokens, slots · rank]
-    const delta = g.op('MatMul', [perToken, g.op('Flatten', [p.b], { axis: 2 })]); // [tokens, out]
-    return g.op('Add', [y, g.op('Reshape', [delta, g.op('Shape', [y])])]);
+    const tokens = g.op('Reshape', [x, g.int64s(`${ps[0].a}.tokens`, [1, -1, 0])]); // [1, tokens, in]
+    return ps.map((p, i) => {
+      const xa = g.op('Mul', [g.op('MatMul', [tokens, p.a]), step.mask]); // [slots, tokens, rank]
+      const perToken = g.op('Reshape', [g.op('Transpose', [xa], { perm: [1, 0, 2] }), g.int64s(`${p.a}.flat`, [0, -1])]); // [tokens, slots · rank]
+      const delta = g.op('MatMul', [perToken, g.op('Flatten', [p.b], { axis: 2 })]); // [tokens, out]
+      return g.op('Add', [ys[i], g.op('Reshape', [delta, g.op('Shape', [ys[i]])])]);
+    });
   };
-  return g.ifElse(p.active, () => g.ifElse(step.dense, dense, gather), () => y);
+  return g.ifElse(active, () => g.ifElse(step.dense, dense, gather), () => ys);
 }
 
 /**

@@ -2,6 +2,6 @@
 export interface GraphOps {
   op(opType: string, inputs: string[], attributes?: Record<string, number | number[]>, domain?: string): string;
   int64s(name: string, values: number[]): string;
-  /** `If(cond)` whose branches emit nodes and return the value they yield. */
-  ifElse(cond: string, thenBranch: () => string, elseBranch: () => string): string;
+  /** `If(cond)` whose branches emit nodes and return the values they yield (as many from each). */
+  ifElse(cond: string, thenBranch: () => string[], elseBranch: () => string[]): string[];
 }

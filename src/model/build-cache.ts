@@ -7,7 +7,7 @@ import { buildDecoderGraph } from './graph-builder.js';
 import type { ModelConfig } from './model-config.js';
 
 /** Bump when the emitted graph changes, so caches built by an older builder are not reused. */
-const BUILDER_VERSION = 5;
+const BUILDER_VERSION = 6;
 
 /** `LORASERVE_CACHE_DIR`, else `$XDG_CACHE_HOME/loraserve`, else `~/.cache/loraserve`. */
 export function defaultCacheRoot(): string {

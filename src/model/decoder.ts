@@ -1,5 +1,5 @@
 import { join } from 'node:path';
-import { GraphNames } from './graph-builder.js';
+import { GraphNames, LORA_GROUPS } from './graph-builder.js';
 import type { KvCache } from './kv-cache.js';
 import type { LoraKernel } from '../../kernels/batched-lora.js';
 import type { ModelConfig, Projection } from './model-config.js';
@@ -119,8 +119,11 @@ export class Decoder {
     feeds[GraphNames.loraMask] = { type: 'float32', data: mask, dims: [slots, tokens] };
     feeds[GraphNames.loraDense] = { type: 'bool', data: Uint8Array.of(lora?.kernel === 'dense' ? 1 : 0), dims: [] };
     const R = this.loraRank;
-    PROJECTIONS.forEach((p, i) => {
-      feeds[GraphNames.loraActive(p)] = { type: 'bool', data: Uint8Array.of(lora?.activeProjections[i] ? 1 : 0), dims: [] };
+    LORA_GROUPS.forEach((group, i) => {
+      const active = group.some((p) => lora?.activeProjections[PROJECTIONS.indexOf(p)]);
+      feeds[GraphNames.loraActive(i)] = { type: 'bool', data: Uint8Array.of(active ? 1 : 0), dims: [] };
+    });
+    PROJECTIONS.forEach((p) => {
       const [k, n] = projectionShape(this.config, p);
       const none = this.#noAdapter.get(p) as { a: Float32Array; b: Float32Array };
       for (let l = 0; l < this.config.numLayers; l++) {

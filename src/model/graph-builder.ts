@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import type { LoraStepInputs } from '../../kernels/batched-lora.js';
 import { emitBatchedLora } from '../../kernels/batched-lora.js';
 import type { ModelConfig, Projection } from './model-config.js';
-import { PROJECTIONS, projectionShape, projectionWeightName } from './model-config.js';
+import { projectionShape, projectionWeightName } from './model-config.js';
 import { OnnxGraph } from './onnx-graph.js';
 import type { Quantization } from './quantizer.js';
 import { quantizeBlockwise } from './quantizer.js';
@@ -30,6 +30,9 @@ export interface WeightSource {
   has(name: string): boolean;
 }
 
+/** Projections that read the same input share one LoRA branch (and one `lora_active` flag). */
+export const LORA_GROUPS: readonly (readonly Projection[])[] = [['q_proj', 'k_proj', 'v_proj'], ['o_proj'], ['gate_proj', 'up_proj'], ['down_proj']];
+
 /** Graph I/O names shared by the builder and the runner. */
 export const GraphNames = {
   inputIds: 'input_ids',
@@ -43,7 +46,7 @@ export const GraphNames = {
   newValue: (layer: number) => `new_value.${layer}`,
   loraMask: 'lora_mask',
   loraDense: 'lora_dense',
-  loraActive: (projection: Projection) => `lora_active.${projection}`,
+  loraActive: (group: number) => `lora_active.${LORA_GROUPS[group].join('+')}`,
   loraA: (layer: number, projection: Projection) => `lora_a.${layer}.${projection}`,
   loraB: (layer: number, projection: Projection) => `lora_b.${layer}.${projection}`,
   loraRowA: (layer: number, projection: Projection) => `lora_row_a.${layer}.${projection}`,
@@ -64,7 +67,7 @@ const EPS_ATTR = (eps: number) => ({ float: eps });
  * stay internal: onnxruntime-node copies every graph output.
  *
  * With `loraRank > 0` every projection also adds the batched LoRA delta (kernels/batched-lora.ts) from slot stacks
- * fed as inputs: `lora_mask` `[slots, batch × seq]`, `lora_dense`, `lora_active.P` (bool scalars) and per layer and
+ * fed as inputs: `lora_mask` `[slots, batch × seq]`, `lora_dense`, `lora_active.G` per group of LORA_GROUPS (bool scalars) and per layer and
  * projection the slot stacks `lora_a.L.P` `[slots, in, rank]`, `lora_b.L.P` `[slots, rank, out]` (dense kernel) and the
  * rows' copies `lora_row_a.L.P` `[batch, in, rank]`, `lora_row_b.L.P` `[batch, rank, out]` (gather kernel).
  */
@@ -85,19 +88,30 @@ export function buildDecoderGraph(config: ModelConfig, weights: WeightSource, op
   const weight = (name: string, dims: number[]) => g.initializer(name, 'float32', dims, weights.read(name));
   const linear = (x: string, name: string, n: number, k: number) => emitLinear(g, x, name, weights.read(name), n, k, options);
   const rmsNorm = (x: string, w: string) => g.op('SimplifiedLayerNormalization', [x, w], { axis: -1, epsilon: EPS_ATTR(eps), stash_type: 1 });
-  const projection = (x: string, layer: number, p: Projection): string => {
-    const [k, n] = projectionShape(config, p);
-    const name = projectionWeightName(layer, p);
-    let y = linear(x, name, n, k);
+  /** The projections of one LoRA group over the same input `x`, with their LoRA deltas and biases. */
+  const projections = (x: string, layer: number, group: number): string[] => {
+    const ps = LORA_GROUPS[group];
+    let ys = ps.map((p) => {
+      const [k, n] = projectionShape(config, p);
+      return linear(x, projectionWeightName(layer, p), n, k);
+    });
     if (lora) {
-      const a = g.input(GraphNames.loraA(layer, p), 'float32', ['lora_slots', k, options.loraRank]);
-      const b = g.input(GraphNames.loraB(layer, p), 'float32', ['lora_slots', options.loraRank, n]);
-      const rowA = g.input(GraphNames.loraRowA(layer, p), 'float32', ['lora_rows', k, options.loraRank]);
-      const rowB = g.input(GraphNames.loraRowB(layer, p), 'float32', ['lora_rows', options.loraRank, n]);
-      y = emitBatchedLora(g, x, y, lora.step, { a, b, rowA, rowB, active: lora.active[p] });
+      const inputs = ps.map((p) => {
+        const [k, n] = projectionShape(config, p);
+        return {
+          a: g.input(GraphNames.loraA(layer, p), 'float32', ['lora_slots', k, options.loraRank]),
+          b: g.input(GraphNames.loraB(layer, p), 'float32', ['lora_slots', options.loraRank, n]),
+          rowA: g.input(GraphNames.loraRowA(layer, p), 'float32', ['lora_rows', k, options.loraRank]),
+          rowB: g.input(GraphNames.loraRowB(layer, p), 'float32', ['lora_rows', options.loraRank, n]),
+        };
+      });
+      ys = emitBatchedLora(g, x, ys, lora.step, inputs, lora.active[group]);
     }
-    const bias = name.replace(/\.weight$/, '.bias');
-    return config.attentionBias && (p === 'q_proj' || p === 'k_proj' || p === 'v_proj') ? g.op('Add', [y, weight(bias, [n])]) : y;
+    return ys.map((y, i) => {
+      const p = ps[i];
+      const biased = config.attentionBias && (p === 'q_proj' || p === 'k_proj' || p === 'v_proj');
+      return biased ? g.op('Add', [y, weight(projectionWeightName(layer, p).replace(/\.weight$/, '.bias'), [projectionShape(config, p)[1]])]) : y;
+    });
   };
   const headNorm = (x: string, w: string, heads: number) => {
     const perHead = g.op('Reshape', [x, g.int64s(`${w}.shape`, [0, 0, heads, HD])]);
@@ -116,9 +130,9 @@ export function buildDecoderGraph(config: ModelConfig, weights: WeightSource, op
       hidden = outs[0];
       residual = outs[3];
     }
-    let q = projection(hidden, layer, 'q_proj');
-    let k = projection(hidden, layer, 'k_proj');
-    const v = projection(hidden, layer, 'v_proj');
+    const [qProj, kProj, v] = projections(hidden, layer, 0);
+    let q = qProj;
+    let k = kProj;
     if (config.qkNorm) {
       q = headNorm(q, `${prefix}.self_attn.q_norm.weight`, NH);
       k = headNorm(k, `${prefix}.self_attn.k_norm.weight`, KVH);
@@ -134,14 +148,13 @@ export function buildDecoderGraph(config: ModelConfig, weights: WeightSource, op
     const [attention] = g.node('GroupQueryAttention', [qRot, newKey, newValue, pastKey, pastValue, seqlensK, totalLength],
       { num_heads: NH, kv_num_heads: KVH, do_rotary: 0, local_window_size: -1, scale: { float: 1 / Math.sqrt(HD) } },
       { domain: 'com.microsoft', outputs: 3 });
-    const attnOut = projection(attention, layer, 'o_proj');
+    const [attnOut] = projections(attention, layer, 1);
     const post = g.node('SkipSimplifiedLayerNormalization', [attnOut, residual, weight(`${prefix}.post_attention_layernorm.weight`, [H])],
       { epsilon: EPS_ATTR(eps) }, { domain: 'com.microsoft', outputs: 4 });
     residual = post[3];
-    const gate = projection(post[0], layer, 'gate_proj');
-    const up = projection(post[0], layer, 'up_proj');
+    const [gate, up] = projections(post[0], layer, 2);
     const act = g.op('Mul', [g.op('Mul', [gate, g.op('Sigmoid', [gate])]), up]);
-    mlpOut = projection(act, layer, 'down_proj');
+    [mlpOut] = projections(act, layer, 3);
   }
   const final = g.op('Add', [mlpOut, residual]);
   const last = options.allLogits
@@ -154,10 +167,10 @@ export function buildDecoderGraph(config: ModelConfig, weights: WeightSource, op
   writeFileSync(join(dir, 'model.onnx'), g.finish(`loraserve-${config.architecture}`));
 }
 
-function loraStepInputs(g: OnnxGraph): { step: LoraStepInputs; active: Record<Projection, string> } {
+function loraStepInputs(g: OnnxGraph): { step: LoraStepInputs; active: string[] } {
   const mask = g.input(GraphNames.loraMask, 'float32', ['lora_slots', 'tokens']);
   const dense = g.input(GraphNames.loraDense, 'bool', []);
-  const active = Object.fromEntries(PROJECTIONS.map((p) => [p, g.input(GraphNames.loraActive(p), 'bool', [])])) as Record<Projection, string>;
+  const active = LORA_GROUPS.map((_, i) => g.input(GraphNames.loraActive(i), 'bool', []));
   return { step: { dense, mask: g.op('Unsqueeze', [mask, g.int64s('lora_mask.axes', [2])]) }, active };
 }
 

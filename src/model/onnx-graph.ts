@@ -75,16 +75,18 @@ export class OnnxGraph {
 
   /**
    * `If(cond)`: each branch builder emits nodes into its own subgraph (reading outer values by name) and returns
-   * the value the branch yields; the result is the If's output.
+   * the float values the branch yields, as many from each; the results are the If's outputs.
    */
-  ifElse(cond: string, thenBranch: () => string, elseBranch: () => string, type: ElementType = 'float32'): string {
-    const branch = (build: () => string, label: string): GraphProto => {
+  ifElse(cond: string, thenBranch: () => string[], elseBranch: () => string[]): string[] {
+    const branch = (build: () => string[], label: string): GraphProto => {
       this.#scopes.push([]);
-      const out = this.op('Identity', [build()]);
+      const outs = build().map((value) => this.op('Identity', [value]));
       const nodes = this.#scopes.pop() ?? [];
-      return onnx.GraphProto.create({ name: `${label}_${this.#counter}`, node: nodes, output: [valueInfo(out, type, null)] });
+      return onnx.GraphProto.create({ name: `${label}_${this.#counter}`, node: nodes, output: outs.map((out) => valueInfo(out, 'float32', null)) });
     };
-    return this.op('If', [cond], { then_branch: { graph: branch(thenBranch, 'then') }, else_branch: { graph: branch(elseBranch, 'else') } });
+    const then = branch(thenBranch, 'then');
+    const otherwise = branch(elseBranch, 'else');
+    return this.node('If', [cond], { then_branch: { graph: then }, else_branch: { graph: otherwise } }, { outputs: then.output.length });
   }
 
   initializer(name: string, type: ElementType, dims: number[], data: TypedData): string {

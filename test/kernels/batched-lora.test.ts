@@ -34,10 +34,10 @@ beforeAll(async () => {
     b: g.input('b', 'float32', ['slots', RANK, OUT]),
     rowA: g.input('rowA', 'float32', ['batch', IN, RANK]),
     rowB: g.input('rowB', 'float32', ['batch', RANK, OUT]),
-    active: g.input('active', 'bool', []),
   };
   const y = g.op('MatMul', [x, g.initializer('w', 'float32', [IN, OUT], weight)]);
-  g.node('Identity', [emitBatchedLora(g, x, y, step, p)], {}, { outputs: ['out'] });
+  const [out] = emitBatchedLora(g, x, [y], step, [p], g.input('active', 'bool', []));
+  g.node('Identity', [out], {}, { outputs: ['out'] });
   g.output('out', 'float32', ['batch', 'seq', OUT]);
   const { writeFileSync } = await import('node:fs');
   writeFileSync(join(dir, 'model.onnx'), g.finish('lora-kernel'));
