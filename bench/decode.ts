@@ -1,14 +1,13 @@
 // Decode and prefill throughput of the base model (no adapters) on a qwen2.5-0.5b-shaped synthetic checkpoint.
 // Prints one JSON object. Usage: npm run bench:decode [-- --quant int4|int8|fp32 --runs N --preset qwen2.5-0.5b]
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { defaultCacheRoot } from '../src/model/build-cache.js';
 import { KvCache } from '../src/model/kv-cache.js';
 import { loadModel } from '../src/model/load-model.js';
 import type { Quantization } from '../src/model/quantizer.js';
-import { synthCheckpoint } from '../src/synth/checkpoint-synth.js';
+import { benchCheckpoint } from './bench-checkpoint.js';
 import { median } from './stats.js';
 
 const { values } = parseArgs({
@@ -28,11 +27,7 @@ const context = Number(values.context);
 const batches = values.batches.split(',').map(Number);
 const threads = Number(values.threads);
 
-const modelDir = join(defaultCacheRoot(), 'bench', `${values.preset}-qwen2-seed0`);
-if (!existsSync(join(modelDir, 'config.json'))) {
-  rmSync(modelDir, { recursive: true, force: true });
-  synthCheckpoint(modelDir, { architecture: 'qwen2', preset: values.preset, seed: 0, dtype: 'BF16' });
-}
+const modelDir = benchCheckpoint(values.preset);
 // A fresh build cache: the first load is cold (quantize + build + session), the second reuses that build.
 const cacheRoot = mkdtempSync(join(tmpdir(), 'loraserve-bench-'));
 const first = await loadModel({ modelDir, quantization: values.quant as Quantization, threads, cacheRoot });

@@ -1,4 +1,6 @@
 import { randomUUID } from 'node:crypto';
+import type { IncomingMessage } from 'node:http';
+import type { Socket } from 'node:net';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import Fastify, { LogController } from 'fastify';
@@ -10,7 +12,7 @@ import type { Keys } from './api/auth.js';
 import { checkAccess } from './api/auth.js';
 import { chatRoutes } from './api/chat.js';
 import { completionRoutes } from './api/completions.js';
-import { toApiError } from './api/error-handler.js';
+import { clientErrorResponse, toApiError } from './api/error-handler.js';
 import { generateRoutes } from './api/generate.js';
 import { healthRoutes } from './api/health.js';
 import { metricsRoutes } from './api/metrics.js';
@@ -18,6 +20,7 @@ import { ModelResolver } from './api/model-resolver.js';
 import { modelRoutes } from './api/models.js';
 import type { OpenApiDocument } from './api/openapi.js';
 import { loadOpenApi, operations } from './api/openapi.js';
+import { PromptTokenizer } from './api/prompt-tokenizer.js';
 import { tokenizeRoutes } from './api/tokenize.js';
 import { ApiError } from './errors.js';
 import { ServerMetrics } from './observability/metrics.js';
@@ -33,6 +36,12 @@ export interface AppDeps {
   keys: Keys;
   /** Largest request body, in bytes. */
   bodyLimit: number;
+  /** Most time a client may take to send one request (headers and body), in milliseconds. */
+  requestTimeoutMs: number;
+  /** How long an idle keep-alive connection stays open, in milliseconds. */
+  keepAliveTimeoutMs: number;
+  /** True once the server drains before it closes (main.ts decides): every new request answers 503 shutting_down. */
+  draining?: () => boolean;
   logger: FastifyBaseLogger;
   /** Default: openapi.yaml of the package. */
   spec?: OpenApiDocument;
@@ -40,6 +49,9 @@ export interface AppDeps {
 
 /** Operations polled by monitoring: their requests are not logged at info level. */
 const QUIET_OPERATIONS = new Set(['health', 'metrics']);
+
+/** How often Node checks the request timeouts: at its default, 30 s, a slow client held a request up to 30 s past them. */
+const TIMEOUT_CHECK_MS = 1000;
 
 /**
  * The HTTP app: every route and request schema comes from openapi.yaml (each operationId has exactly one handler),
@@ -52,30 +64,51 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     // One record per request, written in onResponse with the fields we want.
     logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: deps.bodyLimit,
+    // Slow clients: the whole request (headers and body) within requestTimeout, else 408 and the connection closes.
+    requestTimeout: deps.requestTimeoutMs,
+    keepAliveTimeout: deps.keepAliveTimeoutMs,
+    http: { headersTimeout: deps.requestTimeoutMs, connectionsCheckingInterval: TIMEOUT_CHECK_MS },
+    clientErrorHandler: (err, socket) => {
+      // A reset connection has nobody to answer.
+      if ((err as NodeJS.ErrnoException).code !== 'ECONNRESET' && socket.writable) socket.write(clientErrorResponse(err));
+      socket.destroy(err);
+    },
     genReqId: () => randomUUID().replaceAll('-', ''),
     // Requests arriving while closing get the catalog's shutting_down instead of fastify's bare 503.
     return503OnClosing: false,
     ajv: { customOptions: { coerceTypes: false, allowUnionTypes: true } },
   });
 
+  // Node's request and header timeouts start with a request's first byte: a connection that never sends one is cut
+  // after the same time by the socket's idle timer, which is off again once a request arrives (a generation may be long).
+  app.server.on('connection', (socket: Socket) => socket.setTimeout(deps.requestTimeoutMs));
+  app.server.on('request', (request: IncomingMessage) => request.socket.setTimeout(0));
+
   const roots = new AdapterRoots(deps.adapterDirs);
   const metrics = new ServerMetrics(deps.engine, deps.modelName);
-  const ctx: ApiContext = { engine: deps.engine, models: new ModelResolver(deps.modelName, deps.engine, roots), roots, metrics, modelDir: deps.modelDir };
+  const prompts = new PromptTokenizer(deps.engine.tokenizer, deps.modelDir, deps.engine.contextLength);
+  const models = new ModelResolver(deps.modelName, deps.engine, roots);
+  const ctx: ApiContext = { engine: deps.engine, models, roots, metrics, prompts, modelDir: deps.modelDir, keys: deps.keys };
 
   let closing = false;
   app.addHook('preClose', async () => {
     closing = true;
   });
+  app.addHook('onClose', async () => prompts.close());
+  // Every route, /health included, answers 503 while the server drains or after its engine stopped.
   app.addHook('onRequest', async (request, reply) => {
     reply.header('x-request-id', request.id);
-    if (closing) throw new ApiError('shutting_down', 'the server is shutting down');
+    if (closing || deps.draining?.()) throw new ApiError('shutting_down', 'the server is shutting down');
+    if (deps.engine.failure !== null) throw new ApiError('engine_unavailable', 'the engine stopped serving (the server log says why)');
   });
+  acceptBodilessJson(app);
   app.addHook('onResponse', async (request, reply) => {
     request.log.info({ method: request.method, url: request.url, statusCode: reply.statusCode, responseTimeMs: Math.round(reply.elapsedTime * 100) / 100 }, 'request completed');
   });
   app.setErrorHandler(async (err, request, reply) => {
     const apiError = toApiError(err, request.id);
-    if (apiError.status >= 500) request.log.error({ err, code: apiError.code }, 'request failed');
+    // 503s (draining, engine stopped, no adapter slot) are the server's state, not a failure of this request.
+    if (apiError.status >= 500 && apiError.status !== 503) request.log.error({ err, code: apiError.code }, 'request failed');
     else request.log.info({ code: apiError.code, error: apiError.message, param: apiError.param }, 'request refused');
     metrics.countError(apiError.code);
     return reply.code(apiError.status).type('application/json; charset=utf-8').send(apiError.toBody());
@@ -84,19 +117,37 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     throw new ApiError('not_found', `no route ${request.method} ${request.url.split('?')[0]} (see /docs)`);
   });
 
-  await app.register(swagger, { mode: 'static', specification: { document: spec as never } });
-  await app.register(swaggerUi, { routePrefix: '/docs' });
-  registerOperations(app, spec, deps.keys, {
-    ...completionRoutes(ctx),
-    ...chatRoutes(ctx),
-    ...modelRoutes(ctx),
-    ...adapterRoutes(ctx),
-    ...generateRoutes(ctx),
-    ...tokenizeRoutes(ctx),
-    ...healthRoutes(),
-    ...metricsRoutes(ctx),
-  });
+  try {
+    await app.register(swagger, { mode: 'static', specification: { document: spec as never } });
+    await app.register(swaggerUi, { routePrefix: '/docs' });
+    registerOperations(app, spec, deps.keys, {
+      ...completionRoutes(ctx),
+      ...chatRoutes(ctx),
+      ...modelRoutes(ctx),
+      ...adapterRoutes(ctx),
+      ...generateRoutes(ctx),
+      ...tokenizeRoutes(ctx),
+      ...healthRoutes(),
+      ...metricsRoutes(ctx),
+    });
+  } catch (err) {
+    await prompts.close();
+    throw err;
+  }
   return app;
+}
+
+/**
+ * JSON is the only body media type (a text/plain body gets 415). Clients send `Content-Type: application/json` on every
+ * call, bodiless ones such as DELETE included, so an empty JSON body is no body rather than a 400.
+ */
+function acceptBodilessJson(app: FastifyInstance): void {
+  const parseJson = app.getDefaultJsonParser('error', 'error');
+  app.removeContentTypeParser(['application/json', 'text/plain']);
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (request, body, done) => {
+    if (body === '') done(null, undefined);
+    else parseJson(request, body as string, done);
+  });
 }
 
 function registerOperations(app: FastifyInstance, spec: OpenApiDocument, keys: Keys, handlers: RouteHandlers): void {

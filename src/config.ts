@@ -1,10 +1,10 @@
-import { existsSync, readFileSync, statSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
-import { delimiter, dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { delimiter } from 'node:path';
 import { parseArgs } from 'node:util';
 import type { Quantization } from './model/quantizer.js';
 import { QUANTIZATIONS } from './model/quantizer.js';
+import type { OptionSpec, Raw } from './setting-reader.js';
+import { ConfigError, SettingReader, deepFreeze } from './setting-reader.js';
 
 /** HTTP listener, keys and limits. */
 export interface HttpConfig {
@@ -18,6 +18,10 @@ export interface HttpConfig {
   adminKey: string | null;
   /** Largest request body, in bytes. */
   bodyLimit: number;
+  /** Most time a client may take to send one request, headers and body, in milliseconds; slower ones get 408. */
+  requestTimeoutMs: number;
+  /** How long a keep-alive connection may stay idle between requests before it is closed, in milliseconds. */
+  keepAliveTimeoutMs: number;
   /** On SIGTERM/SIGINT, how long in-flight requests may run before they are ended, in milliseconds. */
   shutdownTimeoutMs: number;
   /** pino level: fatal, error, warn, info, debug, trace or silent. */
@@ -47,6 +51,8 @@ export interface SchedulerConfig {
   maxWaiting: number;
   /** Most prompt tokens prefilled per step. */
   prefillChunk: number;
+  /** A request whose adapter gets no slot this long after arrival fails with adapter_unavailable (503), in milliseconds. */
+  adapterWaitTimeoutMs: number;
 }
 
 export interface AdapterPreload {
@@ -66,6 +72,8 @@ export interface AdapterConfig {
   maxLoraRank: number;
   /** Host-memory budget for loaded adapters, in bytes. */
   maxCpuLoraBytes: number;
+  /** Longest one adapter load from disk may take before it fails, in milliseconds. */
+  loadTimeoutMs: number;
 }
 
 /** Everything `loraserve serve` is configured with; validated once, then frozen. */
@@ -78,25 +86,6 @@ export interface ServeConfig {
 
 /** Cap on the default context length, so a long-context model does not reserve KV rows for 128k tokens. */
 export const DEFAULT_CONTEXT_LENGTH = 4096;
-
-/** A bad flag or environment value: the message names it and says what is expected. */
-export class ConfigError extends Error {
-  override readonly name = 'ConfigError';
-}
-
-type Raw = string | string[] | boolean | undefined;
-
-interface OptionSpec {
-  flag: string;
-  /** Environment variable (LORASERVE_…). */
-  env: string;
-  /** VALUE placeholder in --help; absent for a switch. */
-  arg?: string;
-  multiple?: boolean;
-  /** Shown in --help. */
-  default?: string;
-  help: string;
-}
 
 /** Every setting of `loraserve serve`: the parser, --help and the README table are all read from this list. */
 export const SERVE_OPTIONS: readonly OptionSpec[] = [
@@ -116,21 +105,33 @@ export const SERVE_OPTIONS: readonly OptionSpec[] = [
   { flag: 'max-loras', env: 'LORASERVE_MAX_LORAS', arg: 'N', default: '8', help: 'adapter slots: the most distinct adapters in one batch (0 disables adapters)' },
   { flag: 'max-lora-rank', env: 'LORASERVE_MAX_LORA_RANK', arg: 'R', default: '16', help: 'largest adapter rank accepted' },
   { flag: 'max-cpu-lora-bytes', env: 'LORASERVE_MAX_CPU_LORA_BYTES', arg: 'SIZE', default: '1GiB', help: 'host-memory budget for loaded adapters (bytes, or with K/M/G/KiB/MiB/GiB, all ×1024)' },
+  { flag: 'adapter-load-timeout', env: 'LORASERVE_ADAPTER_LOAD_TIMEOUT', arg: 'SECONDS', default: '30', help: 'longest one adapter load from disk may take; then it fails with adapter_invalid' },
   { flag: 'context-length', env: 'LORASERVE_CONTEXT_LENGTH', arg: 'N', help: `tokens per sequence, prompt and output (default: the model's, at most ${DEFAULT_CONTEXT_LENGTH})` },
   { flag: 'max-batch', env: 'LORASERVE_MAX_BATCH', arg: 'N', default: '16', help: 'most sequences running at once' },
-  { flag: 'max-waiting', env: 'LORASERVE_MAX_WAITING', arg: 'N', default: '256', help: 'most requests waiting to start; more get 429' },
+  { flag: 'max-waiting', env: 'LORASERVE_MAX_WAITING', arg: 'N', default: '256', help: 'most requests waiting to start (more get 429), and so the most generations (prompts × n) one request may ask for' },
   { flag: 'prefill-chunk', env: 'LORASERVE_PREFILL_CHUNK', arg: 'N', default: '512', help: 'most prompt tokens prefilled per step' },
+  {
+    flag: 'adapter-wait-timeout', env: 'LORASERVE_ADAPTER_WAIT_TIMEOUT', arg: 'SECONDS', default: '60',
+    help: "how long a request may wait for its adapter's slot before it fails with 503 adapter_unavailable",
+  },
   { flag: 'threads', env: 'LORASERVE_THREADS', arg: 'N', default: 'all cores', help: 'ONNX Runtime threads' },
   { flag: 'api-key', env: 'LORASERVE_API_KEY', arg: 'KEY', help: 'require "Authorization: Bearer KEY" on inference routes' },
   { flag: 'admin-key', env: 'LORASERVE_ADMIN_KEY', arg: 'KEY', help: 'require this key for adapter management (default: the API key)' },
   { flag: 'body-limit', env: 'LORASERVE_BODY_LIMIT', arg: 'SIZE', default: '4MiB', help: 'largest request body' },
+  {
+    flag: 'request-timeout', env: 'LORASERVE_REQUEST_TIMEOUT', arg: 'SECONDS', default: '30',
+    help: 'most time a client may take to send a request, headers and body; a slower one gets 408 and its connection is closed (checked every second)',
+  },
+  {
+    flag: 'keep-alive-timeout', env: 'LORASERVE_KEEP_ALIVE_TIMEOUT', arg: 'SECONDS', default: '5',
+    help: "how long an idle keep-alive connection stays open (behind a load balancer, set it above the balancer's idle timeout)",
+  },
   { flag: 'shutdown-timeout', env: 'LORASERVE_SHUTDOWN_TIMEOUT', arg: 'SECONDS', default: '30', help: 'on SIGTERM/SIGINT, how long in-flight requests may finish before they are ended' },
   { flag: 'cache-dir', env: 'LORASERVE_CACHE_DIR', arg: 'DIR', default: '~/.cache/loraserve', help: 'where built models are cached' },
   { flag: 'log-level', env: 'LORASERVE_LOG_LEVEL', arg: 'LEVEL', default: 'info', help: 'fatal | error | warn | info | debug | trace | silent' },
 ];
 
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
-const SIZE_UNITS: Readonly<Record<string, number>> = { '': 1, K: 1024, KIB: 1024, M: 1024 ** 2, MIB: 1024 ** 2, G: 1024 ** 3, GIB: 1024 ** 3 };
 /** As AdapterName in openapi.yaml. */
 export const ADAPTER_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]*(\/[A-Za-z0-9][A-Za-z0-9._-]*)*$/;
 
@@ -170,7 +171,7 @@ export function parseServeConfig(argv: readonly string[], env: NodeJS.ProcessEnv
   } catch (err) {
     throw new ConfigError(err instanceof Error ? err.message : String(err));
   }
-  const read = new SettingReader(values, env);
+  const read = new SettingReader(values, env, SERVE_OPTIONS);
 
   const modelDir = read.string('model');
   const config: ServeConfig = {
@@ -180,6 +181,8 @@ export function parseServeConfig(argv: readonly string[], env: NodeJS.ProcessEnv
       apiKey: read.secret('api-key'),
       adminKey: read.secret('admin-key'),
       bodyLimit: read.size('body-limit', 1024) ?? 4 * 1024 ** 2,
+      requestTimeoutMs: (read.number('request-timeout', 1) ?? 30) * 1000,
+      keepAliveTimeoutMs: (read.number('keep-alive-timeout', 1) ?? 5) * 1000,
       shutdownTimeoutMs: (read.number('shutdown-timeout', 0) ?? 30) * 1000,
       logLevel: read.choice('log-level', LOG_LEVELS) ?? 'info',
     },
@@ -195,13 +198,15 @@ export function parseServeConfig(argv: readonly string[], env: NodeJS.ProcessEnv
       maxBatch: read.integer('max-batch', 1) ?? 16,
       maxWaiting: read.integer('max-waiting', 1) ?? 256,
       prefillChunk: read.integer('prefill-chunk', 1) ?? 512,
+      adapterWaitTimeoutMs: (read.number('adapter-wait-timeout', 0) ?? 60) * 1000,
     },
     adapters: {
       dirs: read.list('adapter-dir', delimiter).map((dir) => read.directory('adapter-dir', dir)),
-      preload: read.list('adapter', ',').map((spec) => read.preload(spec)),
+      preload: read.list('adapter', ',').map((spec) => preload(read, spec)),
       maxLoras: read.integer('max-loras', 0) ?? 8,
       maxLoraRank: read.integer('max-lora-rank', 1) ?? 16,
       maxCpuLoraBytes: read.size('max-cpu-lora-bytes', 0) ?? 1024 ** 3,
+      loadTimeoutMs: (read.number('adapter-load-timeout', 0.01) ?? 30) * 1000,
     },
   };
   checkCrossFields(config);
@@ -229,116 +234,11 @@ function checkCrossFields(config: ServeConfig): void {
   }
 }
 
-/** Reads one setting from the flags, else from the environment, and names both in errors. */
-class SettingReader {
-  readonly #values: Record<string, Raw>;
-  readonly #env: NodeJS.ProcessEnv;
-
-  constructor(values: Record<string, Raw>, env: NodeJS.ProcessEnv) {
-    this.#values = values;
-    this.#env = env;
-  }
-
-  string(flag: string): string | null {
-    const value = this.#values[flag];
-    if (typeof value === 'string') return value;
-    const fromEnv = this.#env[optionSpec(flag).env];
-    return fromEnv === undefined || fromEnv === '' ? null : fromEnv;
-  }
-
-  list(flag: string, envSeparator: string): string[] {
-    const value = this.#values[flag];
-    if (Array.isArray(value)) return value;
-    const fromEnv = this.#env[optionSpec(flag).env];
-    return fromEnv ? fromEnv.split(envSeparator).map((s) => s.trim()).filter((s) => s.length > 0) : [];
-  }
-
-  secret(flag: string): string | null {
-    const value = this.string(flag);
-    if (value !== null && value.trim() !== value) this.#fail(flag, 'must not start or end with whitespace');
-    return value;
-  }
-
-  number(flag: string, min: number): number | null {
-    const text = this.string(flag);
-    if (text === null) return null;
-    const value = Number(text);
-    if (text.trim() === '' || !Number.isFinite(value) || value < min) this.#fail(flag, `must be a number >= ${min} (found ${JSON.stringify(text)})`);
-    return value;
-  }
-
-  integer(flag: string, min: number, max = Number.MAX_SAFE_INTEGER): number | null {
-    const text = this.string(flag);
-    if (text === null) return null;
-    const value = Number(text);
-    if (!/^\d+$/.test(text.trim()) || value < min || value > max) {
-      this.#fail(flag, `must be an integer in [${min}, ${max === Number.MAX_SAFE_INTEGER ? '∞' : max}] (found ${JSON.stringify(text)})`);
-    }
-    return value;
-  }
-
-  size(flag: string, min: number): number | null {
-    const text = this.string(flag);
-    if (text === null) return null;
-    const match = /^(\d+(?:\.\d+)?)\s*([a-z]*)$/i.exec(text.trim());
-    const unit = match ? SIZE_UNITS[match[2].toUpperCase()] : undefined;
-    if (!match || unit === undefined) this.#fail(flag, `must be a size like 1073741824, 512M or 1GiB (found ${JSON.stringify(text)})`);
-    const bytes = Math.floor(Number(match?.[1]) * (unit ?? 1));
-    if (bytes < min) this.#fail(flag, `must be at least ${min} bytes (found ${JSON.stringify(text)})`);
-    return bytes;
-  }
-
-  choice(flag: string, choices: readonly string[]): string | null {
-    const value = this.string(flag);
-    if (value !== null && !choices.includes(value)) this.#fail(flag, `must be one of ${choices.join(', ')} (found ${JSON.stringify(value)})`);
-    return value;
-  }
-
-  /** An existing directory (holding `marker` when given), as an absolute path. */
-  directory(flag: string, dir: string, marker?: string): string {
-    const path = resolve(dir);
-    if (!existsSync(path) || !statSync(path).isDirectory()) this.#fail(flag, `${path} is not a directory`);
-    if (marker && !existsSync(join(path, marker))) this.#fail(flag, `${path} has no ${marker}`);
-    return path;
-  }
-
-  preload(spec: string): AdapterPreload {
-    const eq = spec.indexOf('=');
-    const name = spec.slice(0, eq);
-    if (eq <= 0 || eq === spec.length - 1) this.#fail('adapter', `must be NAME=DIR (found ${JSON.stringify(spec)})`);
-    if (!ADAPTER_NAME.test(name)) this.#fail('adapter', `name ${JSON.stringify(name)} must be letters, digits, '.', '_', '-' and '/' between segments`);
-    return { name, path: this.directory('adapter', spec.slice(eq + 1), 'adapter_config.json') };
-  }
-
-  #fail(flag: string, problem: string): never {
-    const spec = optionSpec(flag);
-    const source = this.#values[flag] !== undefined ? `--${flag}` : spec.env;
-    throw new ConfigError(`${source} ${problem}`);
-  }
-}
-
-function optionSpec(flag: string): OptionSpec {
-  const spec = SERVE_OPTIONS.find((o) => o.flag === flag);
-  if (!spec) throw new Error(`no option --${flag}`);
-  return spec;
-}
-
-function deepFreeze<T>(value: T): T {
-  if (typeof value === 'object' && value !== null) {
-    for (const child of Object.values(value)) deepFreeze(child);
-    Object.freeze(value);
-  }
-  return value;
-}
-
-/** The directory holding loraserve's package.json (for openapi.yaml, models/ and adapters/), from sources or dist/. */
-export function packageRoot(): string {
-  let dir = dirname(fileURLToPath(import.meta.url));
-  for (;;) {
-    const manifest = join(dir, 'package.json');
-    if (existsSync(manifest) && (JSON.parse(readFileSync(manifest, 'utf8')) as { name?: string }).name === 'loraserve') return dir;
-    const parent = dirname(dir);
-    if (parent === dir) throw new Error(`no loraserve package.json above ${fileURLToPath(import.meta.url)}`);
-    dir = parent;
-  }
+/** `NAME=DIR` of --adapter: a valid adapter name and an existing adapter directory. */
+function preload(read: SettingReader, spec: string): AdapterPreload {
+  const eq = spec.indexOf('=');
+  const name = spec.slice(0, eq);
+  if (eq <= 0 || eq === spec.length - 1) read.fail('adapter', `must be NAME=DIR (found ${JSON.stringify(spec)})`);
+  if (!ADAPTER_NAME.test(name)) read.fail('adapter', `name ${JSON.stringify(name)} must be letters, digits, '.', '_', '-' and '/' between segments`);
+  return { name, path: read.directory('adapter', spec.slice(eq + 1), 'adapter_config.json') };
 }

@@ -29,7 +29,7 @@ export const ERRORS = {
   chat_template_error: { status: 400, type: 'invalid_request_error' },
   /** A key is required and the request has none, or a wrong one. */
   invalid_api_key: { status: 401, type: 'authentication_error' },
-  /** An adapter path resolves outside the adapter roots (or there are none). */
+  /** An adapter path, or a file of the adapter, resolves outside the adapter roots (or there are none). */
   adapter_path_not_allowed: { status: 403, type: 'permission_error' },
   /** No such route. */
   not_found: { status: 404, type: 'not_found_error' },
@@ -38,6 +38,8 @@ export const ERRORS = {
   /** No adapter is registered under the name. */
   adapter_not_found: { status: 404, type: 'not_found_error' },
   request_too_large: { status: 413, type: 'invalid_request_error' },
+  /** The client took longer than --request-timeout to send the request's headers and body; the connection is closed. */
+  request_timeout: { status: 408, type: 'invalid_request_error' },
   unsupported_media_type: { status: 415, type: 'invalid_request_error' },
   /** The adapter path does not exist, or holds no PEFT adapter. */
   adapter_path_not_found: { status: 400, type: 'invalid_request_error' },
@@ -57,7 +59,10 @@ export const ERRORS = {
   engine_error: { status: 500, type: 'server_error' },
   /** An unexpected failure in the server; the message names the request id, the log has the details. */
   internal_error: { status: 500, type: 'server_error' },
+  /** The server is draining before it stops: requests in flight finish, new ones are refused. */
   shutting_down: { status: 503, type: 'service_unavailable_error' },
+  /** The engine stopped serving (its worker died); the server exits so that a supervisor restarts it. */
+  engine_unavailable: { status: 503, type: 'service_unavailable_error' },
 } as const satisfies Record<string, ErrorSpec>;
 
 export type ErrorCode = keyof typeof ERRORS;
@@ -91,6 +96,7 @@ export interface ErrorBody {
 const FROM_ENGINE: Readonly<Record<EngineErrorCode, ErrorCode>> = {
   adapter_not_found: 'model_not_found',
   adapter_invalid: 'adapter_invalid',
+  adapter_path_not_allowed: 'adapter_path_not_allowed',
   adapter_unavailable: 'adapter_unavailable',
   invalid_request: 'invalid_request',
   queue_full: 'queue_full',
@@ -106,6 +112,7 @@ export function fromEngineError(code: EngineErrorCode, message: string, requestI
 
 const FROM_ADAPTER: Readonly<Record<AdapterErrorCode, ErrorCode>> = {
   adapter_not_found: 'adapter_path_not_found',
+  adapter_path_not_allowed: 'adapter_path_not_allowed',
   adapter_invalid: 'adapter_invalid',
   adapter_unsupported: 'adapter_unsupported',
   adapter_rank_too_large: 'adapter_rank_too_large',

@@ -6,7 +6,8 @@ import type { Logger } from 'pino';
 import { AdapterError } from './adapters/adapter-error.js';
 import { buildApp } from './app.js';
 import type { ServeConfig } from './config.js';
-import { ConfigError, DEFAULT_CONTEXT_LENGTH } from './config.js';
+import { DEFAULT_CONTEXT_LENGTH } from './config.js';
+import { ConfigError } from './setting-reader.js';
 import { Engine } from './engine/engine.js';
 import type { EngineOptions } from './engine/engine-options.js';
 import { parseModelConfig } from './model/hf-config.js';
@@ -29,7 +30,9 @@ export async function startServer(config: ServeConfig, logger: Logger): Promise<
   if (modelDir === null) throw new ConfigError('--model is required');
   const modelName = config.model.servedModelName ?? basename(modelDir);
   const engine = await Engine.start(engineOptions(config, modelDir));
+  if (engine.rebuildReason !== null) logger.warn({ reason: engine.rebuildReason }, 'the cached model build failed verification and was built again');
   let app: FastifyInstance | null = null;
+  let draining = false;
   try {
     for (const { name, path } of config.adapters.preload) {
       await engine.adapters.register(name, path).catch((err: unknown) => {
@@ -43,6 +46,9 @@ export async function startServer(config: ServeConfig, logger: Logger): Promise<
       adapterDirs: config.adapters.dirs,
       keys: { apiKey: config.http.apiKey, adminKey: config.http.adminKey },
       bodyLimit: config.http.bodyLimit,
+      requestTimeoutMs: config.http.requestTimeoutMs,
+      keepAliveTimeoutMs: config.http.keepAliveTimeoutMs,
+      draining: () => draining,
       logger,
     });
     await app.listen({ host: config.http.host, port: config.http.port });
@@ -55,36 +61,56 @@ export async function startServer(config: ServeConfig, logger: Logger): Promise<
   const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
   const running = app;
   let closing: Promise<void> | null = null;
+  const drainAndClose = async (deadlineMs: number) => {
+    draining = true;
+    await close(running, engine, deadlineMs);
+  };
   logger.info({ url: `http://${host}:${address.port}`, model: modelName, contextLength: engine.contextLength, adapters: config.adapters.preload.map((a) => a.name) }, 'listening');
   return {
     app: running,
     engine,
     url: `http://${host}:${address.port}`,
-    close: (deadlineMs = config.http.shutdownTimeoutMs) => (closing ??= close(running, engine, deadlineMs)),
+    close: (deadlineMs = config.http.shutdownTimeoutMs) => (closing ??= drainAndClose(deadlineMs)),
   };
 }
 
-/** Runs the server until SIGTERM or SIGINT, then shuts it down gracefully (a second signal kills the process). */
-export async function runServer(config: ServeConfig, logger: Logger): Promise<void> {
+/**
+ * Runs the server until SIGTERM or SIGINT, then shuts it down gracefully (a second signal kills the process) and
+ * resolves 0. When the engine stops serving, it logs why, closes the server and resolves 1, so that a supervisor
+ * restarts the process instead of routing to a server that cannot generate.
+ */
+export async function runServer(config: ServeConfig, logger: Logger): Promise<number> {
   const server = await startServer(config, logger);
-  const signal = await new Promise<NodeJS.Signals>((resolve) => {
-    const onSignal = (sig: NodeJS.Signals) => {
+  const stop = await new Promise<{ signal: NodeJS.Signals } | { failure: string }>((resolve) => {
+    const done = (reason: { signal: NodeJS.Signals } | { failure: string }) => {
       process.off('SIGTERM', onSignal);
       process.off('SIGINT', onSignal);
-      resolve(sig);
+      resolve(reason);
     };
+    const onSignal = (signal: NodeJS.Signals) => done({ signal });
     process.on('SIGTERM', onSignal);
     process.on('SIGINT', onSignal);
+    server.engine.onFailure((failure) => done({ failure }));
+    if (server.engine.failure !== null) done({ failure: server.engine.failure });
   });
-  logger.info({ signal, deadlineMs: config.http.shutdownTimeoutMs }, 'shutting down');
+  if ('failure' in stop) {
+    logger.fatal({ reason: stop.failure }, 'the engine stopped serving; exiting');
+    await server.close(0);
+    return 1;
+  }
+  logger.info({ signal: stop.signal, deadlineMs: config.http.shutdownTimeoutMs }, 'shutting down');
   await server.close();
   logger.info('stopped');
+  return 0;
 }
 
-/** Closing the app first makes new requests answer 503 while the engine drains the ones in flight. */
+/**
+ * The listener stays open while the engine drains, so /health and new requests answer 503 (the app's `draining`)
+ * until the requests in flight have finished or the deadline has ended them; then the app closes.
+ */
 async function close(app: FastifyInstance, engine: Engine, deadlineMs: number): Promise<void> {
-  const closed = app.close();
   await engine.shutdown(deadlineMs);
+  const closed = app.close();
   // Connections that served the last responses are idle now; keep-alive would hold the close until they time out.
   app.server.closeIdleConnections();
   const cut = setTimeout(() => app.server.closeAllConnections(), CLOSE_GRACE_MS);
@@ -113,6 +139,9 @@ function engineOptions(config: ServeConfig, modelDir: string): EngineOptions {
     maxLoras: config.adapters.maxLoras,
     maxLoraRank: config.adapters.maxLoraRank,
     maxCpuLoraBytes: config.adapters.maxCpuLoraBytes,
+    adapterRoots: config.adapters.dirs,
+    adapterLoadTimeoutMs: config.adapters.loadTimeoutMs,
     maxWaiting: config.scheduler.maxWaiting,
+    adapterWaitTimeoutMs: config.scheduler.adapterWaitTimeoutMs,
   };
 }

@@ -1,28 +1,51 @@
 import { closeSync, openSync, readSync } from 'node:fs';
 import { createHash } from 'node:crypto';
+import { join } from 'node:path';
 import { AdapterError } from './adapter-error.js';
-import { adapterFiles } from './peft-loader.js';
+import { adapterFiles, CONFIG_FILE, WEIGHTS_FILE } from './adapter-files.js';
+import type { LoraWeights } from './peft-loader.js';
 
 const CHUNK_BYTES = 1 << 20;
 
 /**
- * The adapter's content identity: sha256 (hex) over the sha256 digests of adapter_config.json and
+ * The server's identity of an adapter's content: sha256 (hex) over the weights as loaded, i.e. every module's layer,
+ * projection, rank, scale and its A and B matrices, in module order. It is computed from the very values the slots
+ * will hold, so it can never name other content than what is served, even if the files change during the load; and
+ * two adapters that compute the same thing share it.
+ */
+export function weightsDigest(weights: LoraWeights): string {
+  const hash = createHash('sha256');
+  const scalars = new DataView(new ArrayBuffer(16));
+  for (const m of weights.modules.values()) {
+    hash.update(`${m.layer}.${m.projection}\0`);
+    scalars.setUint32(0, m.rank, true);
+    scalars.setUint32(4, m.a.length, true);
+    scalars.setFloat64(8, m.scale, true);
+    hash.update(new Uint8Array(scalars.buffer));
+    hash.update(new Uint8Array(m.a.buffer, m.a.byteOffset, m.a.byteLength));
+    hash.update(new Uint8Array(m.b.buffer, m.b.byteOffset, m.b.byteLength));
+  }
+  return hash.digest('hex');
+}
+
+/**
+ * A digest of an adapter directory's files: sha256 (hex) over the sha256 digests of adapter_config.json and
  * adapter_model.safetensors, in that order. Hashing each file on its own keeps the two byte streams from running
  * into each other. Files are read in 1 MiB chunks, so a large adapter is never held in memory.
  */
 export function adapterDigest(dir: string): string {
-  const { config, weights } = adapterFiles(dir);
+  const files = adapterFiles(dir, []);
   const outer = createHash('sha256');
-  for (const path of [config, weights]) outer.update(fileDigest(path));
+  for (const name of [CONFIG_FILE, WEIGHTS_FILE]) outer.update(fileDigest(join(files.dir, name), name));
   return outer.digest('hex');
 }
 
-function fileDigest(path: string): Buffer {
+function fileDigest(path: string, name: string): Buffer {
   let fd: number;
   try {
     fd = openSync(path, 'r');
   } catch (err) {
-    throw new AdapterError('adapter_not_found', path, `cannot open: ${(err as Error).message}`);
+    throw new AdapterError('adapter_not_found', name, `cannot open (${(err as NodeJS.ErrnoException).code})`);
   }
   try {
     const hash = createHash('sha256');

@@ -1,5 +1,6 @@
+import { realpathSync } from 'node:fs';
 import type { ModelConfig } from '../model/model-config.js';
-import { AdapterError } from './adapter-error.js';
+import { AdapterError, excerpt } from './adapter-error.js';
 import { AdapterLoader } from './adapter-loader.js';
 import { HostAdapterCache } from './host-cache.js';
 import type { LoraWeights } from './peft-loader.js';
@@ -20,6 +21,10 @@ export interface AdapterTierOptions {
   hostBytes: number;
   /** KV rows: each keeps its own copy of its adapter for the gather kernel. */
   rows: number;
+  /** Adapter roots (`--adapter-dir`): the files of an adapter under a root must resolve inside the roots. */
+  roots?: readonly string[];
+  /** Longest one load from disk may take, in milliseconds (default: DEFAULT_LOAD_TIMEOUT_MS). */
+  loadTimeoutMs?: number;
 }
 
 /** What admission gets for a sequence's adapter: a slot, a wait (loading or no free slot), or a refusal. */
@@ -37,11 +42,12 @@ export class AdapterManager {
   readonly #byName = new Map<string, AdapterEntry>();
   /** Requests (waiting or running) per digest. */
   readonly #inUse = new Map<string, number>();
-  readonly #loading = new Map<string, Promise<void>>();
+  /** Reloads from disk in flight, by reloadKey. */
+  readonly #loading = new Set<string>();
   /** Loaded weights that did not fit the host tier: kept until they are written into a slot. */
   readonly #staged = new Map<string, LoraWeights>();
-  /** Digests whose reload failed (files changed or vanished since registration). */
-  readonly #failed = new Map<string, AdapterError>();
+  /** The last failed reload per reloadKey, and when it failed (`performance.now()`). */
+  readonly #failed = new Map<string, { digest: string; error: AdapterError; at: number }>();
   readonly #idleWaiters = new Map<string, (() => void)[]>();
   readonly #onChange: () => void;
   hostLoads = 0;
@@ -52,7 +58,11 @@ export class AdapterManager {
   constructor(config: ModelConfig, options: AdapterTierOptions, onChange: () => void) {
     this.slots = new SlotManager(config, options.maxLoras, options.maxRank, options.rows);
     this.#host = new HostAdapterCache(options.hostBytes, () => this.hostEvictions++);
-    this.#loader = new AdapterLoader(config, options.maxRank);
+    this.#loader = new AdapterLoader(config, {
+      maxRank: options.maxRank,
+      roots: (options.roots ?? []).map((root) => realpathSync(root)),
+      timeoutMs: options.loadTimeoutMs,
+    });
     this.#onChange = onChange;
   }
 
@@ -79,7 +89,7 @@ export class AdapterManager {
   /** Removes the name at once (new requests no longer find it), then waits for the requests already using it. */
   async unregister(name: string): Promise<void> {
     const entry = this.#byName.get(name);
-    if (!entry) throw new AdapterError('adapter_not_found', name, `no adapter named '${name}' is registered`);
+    if (!entry) throw new AdapterError('adapter_not_found', '', `no adapter named '${name}' is registered`);
     this.#byName.delete(name);
     if (entry.pinned) this.#pin(entry.digest, false);
     await this.#forgetWhenIdle(entry.digest);
@@ -87,7 +97,7 @@ export class AdapterManager {
 
   setPinned(name: string, pinned: boolean): AdapterEntry {
     const entry = this.#byName.get(name);
-    if (!entry) throw new AdapterError('adapter_not_found', name, `no adapter named '${name}' is registered`);
+    if (!entry) throw new AdapterError('adapter_not_found', '', `no adapter named '${name}' is registered`);
     entry.pinned = pinned;
     this.#pin(entry.digest, pinned);
     return entry;
@@ -110,6 +120,11 @@ export class AdapterManager {
     return this.#inUse.get(digest) ?? 0;
   }
 
+  /** Requests bound per digest (see `bind`), for the engine's invariant check. */
+  bindings(): ReadonlyMap<string, number> {
+    return this.#inUse;
+  }
+
   /** A request bound to the adapter's current content; pair with `unbind` when the request ends. */
   bind(name: string): AdapterEntry | undefined {
     const entry = this.#byName.get(name);
@@ -128,14 +143,19 @@ export class AdapterManager {
     this.#idleWaiters.delete(digest);
   }
 
-  /** A slot reference for a bound adapter, starting a load from disk when it is in no faster tier. */
-  acquireSlot(entry: AdapterEntry): SlotAcquisition {
-    const failed = this.#failed.get(entry.digest);
-    if (failed) return { error: failed };
+  /**
+   * A slot reference for a bound adapter, starting a load from disk when it is in no faster tier. `arrivedAt`
+   * (`performance.now()` when the request arrived) says what a failed load means for the request: one that failed
+   * after the request arrived is the load it was waiting for, so it gets that error; a request that arrives after the
+   * failure starts a fresh load (the files may have been fixed since), so a failure is never remembered for good.
+   */
+  acquireSlot(entry: AdapterEntry, arrivedAt: number): SlotAcquisition {
     const resident = this.slots.acquire(entry.digest, undefined);
     if (resident !== null) return { slot: resident };
     const weights = this.#host.get(entry.digest) ?? this.#staged.get(entry.digest);
     if (!weights) {
+      const failed = this.#failed.get(reloadKey(entry));
+      if (failed && failed.at >= arrivedAt) return { error: failed.error };
       this.#reload(entry);
       return { wait: true };
     }
@@ -168,7 +188,7 @@ export class AdapterManager {
       if ([...this.#byName.values()].some((e) => e.digest === digest)) return;
       this.#host.delete(digest);
       this.#staged.delete(digest);
-      this.#failed.delete(digest);
+      for (const [key, failed] of this.#failed) if (failed.digest === digest) this.#failed.delete(key);
       this.slots.drop(digest);
     };
     if (this.inUse(digest) === 0) {
@@ -185,23 +205,32 @@ export class AdapterManager {
     });
   }
 
-  #reload(entry: { digest: string; path: string }): void {
-    if (this.#loading.has(entry.digest)) return;
+  /**
+   * Loads the entry's files again into the host tier. The content must still be the one registered: a load whose
+   * digest differs fails instead, so a name never serves other weights than those it was bound to.
+   */
+  #reload(entry: AdapterEntry): void {
+    const key = reloadKey(entry);
+    if (this.#loading.has(key)) return;
+    this.#loading.add(key);
     const start = performance.now();
-    const load = this.#loader.load(entry.path).then(
-      ({ digest, weights }) => {
-        this.#loadTimes.push({ tier: 'host', ms: performance.now() - start });
-        this.hostLoads++;
-        if (digest === entry.digest) this.#store(digest, weights);
-        else this.#failed.set(entry.digest, new AdapterError('adapter_invalid', entry.path, 'the adapter files changed since it was registered; register it again'));
-      },
-      (err: unknown) => {
-        this.#failed.set(entry.digest, err instanceof AdapterError ? err : new AdapterError('adapter_invalid', entry.path, String(err)));
-      },
-    ).finally(() => {
-      this.#loading.delete(entry.digest);
+    this.#loader.load(entry.path).then(({ digest, weights }) => {
+      this.#loadTimes.push({ tier: 'host', ms: performance.now() - start });
+      this.hostLoads++;
+      if (digest !== entry.digest) throw new AdapterError('adapter_invalid', '', 'its files changed since it was registered; register it again');
+      this.#failed.delete(key);
+      this.#store(digest, weights);
+    }).catch((err: unknown) => {
+      const error = err instanceof AdapterError ? err : new AdapterError('adapter_invalid', '', excerpt(String(err)));
+      this.#failed.set(key, { digest: entry.digest, error: error.forAdapter(entry.name), at: performance.now() });
+    }).finally(() => {
+      this.#loading.delete(key);
       this.#onChange();
     });
-    this.#loading.set(entry.digest, load);
   }
+}
+
+/** Reloads are per content and directory: another name bound to the same content elsewhere reloads on its own. */
+function reloadKey(entry: AdapterEntry): string {
+  return `${entry.digest}\0${entry.path}`;
 }

@@ -1,5 +1,5 @@
 import { PROJECTIONS } from '../model/model-config.js';
-import { AdapterError } from './adapter-error.js';
+import { AdapterError, quote } from './adapter-error.js';
 import type { AdapterErrorCode } from './adapter-error.js';
 
 /** How PEFT selects modules by name with `target_modules` or `exclude_modules`. */
@@ -82,17 +82,17 @@ export function parsePeftConfig(json: unknown, source: string): PeftConfig {
 
   const peftType = field('peft_type');
   if (peftType === undefined) fail('adapter_invalid', 'peft_type is missing (a LoRA adapter has "peft_type": "LORA")');
-  if (peftType !== 'LORA') fail('adapter_unsupported', `peft_type ${JSON.stringify(peftType)} is not supported: only LORA adapters are`);
+  if (peftType !== 'LORA') fail('adapter_unsupported', `peft_type ${quote(peftType)} is not supported: only LORA adapters are`);
 
   for (const [name, what] of Object.entries(UNSUPPORTED_FIELDS)) {
     const value = field(name);
-    if (isSet(value)) fail('adapter_unsupported', `${name} = ${JSON.stringify(value)} is not supported: ${what}`);
+    if (isSet(value)) fail('adapter_unsupported', `${name} = ${quote(value)} is not supported: ${what}`);
   }
   const init = field('init_lora_weights');
   if (rewritesBaseWeights(init)) {
     fail(
       'adapter_unsupported',
-      `init_lora_weights ${JSON.stringify(init)} is not supported: it rewrote the base model's weights during training, so the adapter ` +
+      `init_lora_weights ${quote(init)} is not supported: it rewrote the base model's weights during training, so the adapter ` +
         'only works on that modified base (PEFT converts PiSSA, OLoRA and CorDA adapters to plain LoRA with ' +
         'save_pretrained(..., path_initial_model_for_weight_conversion=...))',
     );
@@ -100,9 +100,9 @@ export function parsePeftConfig(json: unknown, source: string): PeftConfig {
   const bias = field('bias') ?? 'none';
   if (bias !== 'none') {
     if (bias === 'all' || bias === 'lora_only') {
-      fail('adapter_unsupported', `bias ${JSON.stringify(bias)} is not supported: it trains the base model's biases; only "none" is`);
+      fail('adapter_unsupported', `bias ${quote(bias)} is not supported: it trains the base model's biases; only "none" is`);
     }
-    fail('adapter_invalid', `bias must be "none", "all" or "lora_only" (found ${JSON.stringify(bias)})`);
+    fail('adapter_invalid', `bias must be "none", "all" or "lora_only" (found ${quote(bias)})`);
   }
 
   const rValue = field('r');
@@ -132,7 +132,7 @@ export function parsePeftConfig(json: unknown, source: string): PeftConfig {
   const layerIndexPatterns =
     layersPattern === null
       ? [DEFAULT_LAYER_INDEX]
-      : layersPattern.map((p) => compile(`^.*?\\.${p}\\.(\\d+)\\.`, `layers_pattern entry ${JSON.stringify(p)}`, fail));
+      : layersPattern.map((p) => compile(`^.*?\\.${p}\\.(\\d+)\\.`, `layers_pattern entry ${quote(p)}`, fail));
 
   return { source, r, loraAlpha, useRslora, rankPattern, alphaPattern, targetModules, excludeModules, layersToTransform, layerIndexPatterns };
 }
@@ -196,12 +196,12 @@ function targetSelector(value: unknown, fail: Fail): ModuleSelector {
   for (const name of names) {
     const last = name.slice(name.lastIndexOf('.') + 1);
     if (last === 'embed_tokens' || last === 'lm_head') {
-      fail('adapter_unsupported', `target_modules entry ${JSON.stringify(name)}: LoRA on the token embedding or lm_head is not supported`);
+      fail('adapter_unsupported', `target_modules entry ${quote(name)}: LoRA on the token embedding or lm_head is not supported`);
     }
     if (!(PROJECTIONS as readonly string[]).includes(last)) {
       fail(
         'adapter_unsupported',
-        `target_modules entry ${JSON.stringify(name)} is not one of the decoder projections (${PROJECTIONS.join(', ')}); ` +
+        `target_modules entry ${quote(name)} is not one of the decoder projections (${PROJECTIONS.join(', ')}); ` +
           'list entries are module names matched literally, as PEFT does (a regex must be the whole target_modules string)',
       );
     }
@@ -240,8 +240,8 @@ function patternTable(
   if (!isRecord(value)) return fail('adapter_invalid', `${name} must be an object of module pattern to value (found ${describe(value)})`);
   return Object.entries(value).map(([key, v]) => ({
     key,
-    regex: compile(`^(.*\\.)?(${key})$`, `${name} key ${JSON.stringify(key)}`, fail),
-    value: parseValue(v, `${name}[${JSON.stringify(key)}]`),
+    regex: compile(`^(.*\\.)?(${key})$`, `${name} key ${quote(key)}`, fail),
+    value: parseValue(v, `${name}[${quote(key)}]`),
   }));
 }
 
@@ -249,34 +249,36 @@ function compile(source: string, what: string, fail: Fail): RegExp {
   try {
     return new RegExp(source);
   } catch (err) {
-    return fail('adapter_invalid', `${what} is not a valid regular expression: ${(err as Error).message}`);
+    // V8 says "Invalid regular expression: /<source>/: <reason>"; the source can be huge, the reason is what helps.
+    const message = (err as Error).message;
+    return fail('adapter_invalid', `${what} is not a valid regular expression: ${message.slice(message.lastIndexOf(': ') + 2)}`);
   }
 }
 
 function stringList(value: unknown, name: string, fail: Fail): string[] {
   if (!Array.isArray(value) || !value.every((v) => typeof v === 'string' && v !== '')) {
-    fail('adapter_invalid', `${name} must be a string or a list of non-empty strings (found ${JSON.stringify(value)})`);
+    fail('adapter_invalid', `${name} must be a string or a list of non-empty strings (found ${quote(value)})`);
   }
   return value as string[];
 }
 
 function positiveInteger(value: unknown, what: string, fail: Fail): number {
-  if (!Number.isSafeInteger(value) || (value as number) <= 0) fail('adapter_invalid', `${what} must be a positive integer (found ${JSON.stringify(value)})`);
+  if (!Number.isSafeInteger(value) || (value as number) <= 0) fail('adapter_invalid', `${what} must be a positive integer (found ${quote(value)})`);
   return value as number;
 }
 
 function nonNegativeInteger(value: unknown, what: string, fail: Fail): number {
-  if (!Number.isSafeInteger(value) || (value as number) < 0) fail('adapter_invalid', `${what} must be a non-negative integer (found ${JSON.stringify(value)})`);
+  if (!Number.isSafeInteger(value) || (value as number) < 0) fail('adapter_invalid', `${what} must be a non-negative integer (found ${quote(value)})`);
   return value as number;
 }
 
 function finiteNumber(value: unknown, what: string, fail: Fail): number {
-  if (typeof value !== 'number' || !Number.isFinite(value)) fail('adapter_invalid', `${what} must be a number (found ${JSON.stringify(value)})`);
+  if (typeof value !== 'number' || !Number.isFinite(value)) fail('adapter_invalid', `${what} must be a number (found ${quote(value)})`);
   return value as number;
 }
 
 function boolean(value: unknown, what: string, fail: Fail): boolean {
-  if (typeof value !== 'boolean') fail('adapter_invalid', `${what} must be true or false (found ${JSON.stringify(value)})`);
+  if (typeof value !== 'boolean') fail('adapter_invalid', `${what} must be true or false (found ${quote(value)})`);
   return value as boolean;
 }
 

@@ -1,10 +1,9 @@
-import { existsSync, readFileSync, statSync } from 'node:fs';
-import { join } from 'node:path';
 import { CheckpointError } from '../model/checkpoint-error.js';
 import { PROJECTIONS, projectionShape, projectionWeightName } from '../model/model-config.js';
 import type { ModelConfig, Projection } from '../model/model-config.js';
-import { SafetensorsFile } from '../model/safetensors.js';
-import { AdapterError } from './adapter-error.js';
+import type { SafetensorsFile } from '../model/safetensors.js';
+import { AdapterError, excerpt } from './adapter-error.js';
+import { adapterFiles, CONFIG_FILE, openAdapterWeights, readAdapterConfig, WEIGHTS_FILE } from './adapter-files.js';
 import { isTargeted, moduleLoraParams, parsePeftConfig } from './peft-config.js';
 import type { PeftConfig } from './peft-config.js';
 
@@ -32,38 +31,12 @@ export interface LoraWeights {
 export interface LoadPeftAdapterOptions {
   /** The largest rank the server accepts (`--max-lora-rank`). */
   maxRank: number;
-}
-
-export interface AdapterFiles {
-  config: string;
-  weights: string;
+  /** Real paths of the adapter roots, which the files of an adapter under a root must resolve inside (default: none). */
+  roots?: readonly string[];
 }
 
 export function loraModuleKey(layer: number, projection: Projection): string {
   return `${layer}.${projection}`;
-}
-
-/**
- * The two files of a PEFT adapter directory. Pickled `adapter_model.bin` weights are refused: loading them would mean
- * unpickling, and safetensors is what PEFT writes by default.
- */
-export function adapterFiles(dir: string): AdapterFiles {
-  if (!existsSync(dir) || !statSync(dir).isDirectory()) throw new AdapterError('adapter_not_found', dir, 'no such adapter directory');
-  const config = join(dir, 'adapter_config.json');
-  if (!existsSync(config)) throw new AdapterError('adapter_not_found', dir, 'no adapter_config.json: not a PEFT adapter directory');
-  const weights = join(dir, 'adapter_model.safetensors');
-  if (!existsSync(weights)) {
-    if (existsSync(join(dir, 'adapter_model.bin'))) {
-      throw new AdapterError(
-        'adapter_unsupported',
-        join(dir, 'adapter_model.bin'),
-        'only adapter_model.safetensors weights are supported, not pickled .bin files; convert with PEFT: ' +
-          'PeftModel.from_pretrained(base, dir).save_pretrained(out, safe_serialization=True)',
-      );
-    }
-    throw new AdapterError('adapter_not_found', dir, 'no adapter_model.safetensors');
-  }
-  return { config, weights };
 }
 
 /**
@@ -74,27 +47,21 @@ export function adapterFiles(dir: string): AdapterFiles {
  * no-op initial value), and every tensor must belong to a targeted module.
  */
 export function loadPeftAdapter(dir: string, base: ModelConfig, options: LoadPeftAdapterOptions): LoraWeights {
-  const files = adapterFiles(dir);
-  const config = parsePeftConfig(readJson(files.config), files.config);
+  const files = adapterFiles(dir, options.roots ?? []);
+  const config = parsePeftConfig(readAdapterConfig(files), CONFIG_FILE);
   const targets = resolveTargets(config, base);
 
   for (const target of targets.values()) {
     if (target.rank > options.maxRank) {
       throw new AdapterError(
         'adapter_rank_too_large',
-        files.config,
+        CONFIG_FILE,
         `module ${target.module} has rank ${target.rank}, above this server's maximum LoRA rank ${options.maxRank} (--max-lora-rank)`,
       );
     }
   }
 
-  let file: SafetensorsFile;
-  try {
-    file = SafetensorsFile.open(files.weights);
-  } catch (err) {
-    if (err instanceof CheckpointError) throw new AdapterError('adapter_invalid', files.weights, err.problem);
-    throw err;
-  }
+  const file = openAdapterWeights(files);
   try {
     checkTensorNames(file, targets, base, config);
     const modules = new Map<string, LoraModule>();
@@ -107,6 +74,9 @@ export function loadPeftAdapter(dir: string, base: ModelConfig, options: LoadPef
       bytes += loraModule.a.byteLength + loraModule.b.byteLength;
     }
     return { rank, modules, bytes };
+  } catch (err) {
+    if (err instanceof CheckpointError) throw new AdapterError('adapter_invalid', WEIGHTS_FILE, err.problem);
+    throw err;
   } finally {
     file.close();
   }
@@ -175,17 +145,17 @@ function checkTensorNames(file: SafetensorsFile, targets: Map<string, Target>, b
     if (projection && (PROJECTIONS as readonly string[]).includes(projection[2]) && Number(projection[1]) >= base.numLayers) {
       throw new AdapterError(
         'adapter_shape_mismatch',
-        file.path,
-        `tensor ${name} is for layer ${projection[1]}, but the base model has ${base.numLayers} layers`,
+        WEIGHTS_FILE,
+        `tensor ${excerpt(name)} is for layer ${excerpt(projection[1])}, but the base model has ${base.numLayers} layers`,
       );
     }
-    throw new AdapterError('adapter_unexpected_tensor', file.path, `tensor ${name} is not explained by ${config.source}: ${unexpectedReason(name, match)}`);
+    throw new AdapterError('adapter_unexpected_tensor', WEIGHTS_FILE, `tensor ${excerpt(name)} is not explained by ${config.source}: ${unexpectedReason(name, match)}`);
   }
 }
 
 function unexpectedReason(name: string, match: RegExpExecArray | null): string {
   if (name.includes('lora_embedding_')) return 'LoRA on the token embedding is not supported';
-  if (match) return `module ${match[1]} is not a projection that target_modules, layers_to_transform and exclude_modules select`;
+  if (match) return `module ${excerpt(match[1])} is not a projection that target_modules, layers_to_transform and exclude_modules select`;
   if (/\.lora_[AB]\.[^.]+\.weight$/.test(name)) {
     return 'PEFT saves LoRA weights as <module>.lora_A.weight / .lora_B.weight, without an adapter name';
   }
@@ -201,7 +171,7 @@ function readModule(file: SafetensorsFile, target: Target, base: ModelConfig): L
   const hasB = file.has(bName);
   if (!hasA || !hasB) {
     const missing = !hasA && !hasB ? `${aName} and ${bName}` : hasA ? bName : aName;
-    throw new AdapterError('adapter_missing_tensor', file.path, `the config targets ${target.module}, but ${missing} is missing`);
+    throw new AdapterError('adapter_missing_tensor', WEIGHTS_FILE, `the config targets ${target.module}, but ${missing} is missing`);
   }
   const rankSource = `rank ${target.rank} from the config`;
   const a = readChecked(file, aName, [target.rank, inFeatures], `${rankSource}, ${inFeatures} input features of the base ${target.projection}`);
@@ -219,11 +189,11 @@ function readModule(file: SafetensorsFile, target: Target, base: ModelConfig): L
 function readChecked(file: SafetensorsFile, name: string, expected: [number, number], why: string): Float32Array {
   const { shape } = file.info(name);
   if (shape.length !== 2 || shape[0] !== expected[0] || shape[1] !== expected[1]) {
-    throw new AdapterError('adapter_shape_mismatch', file.path, `tensor ${name} has shape [${shape.join(', ')}], expected [${expected.join(', ')}] (${why})`);
+    throw new AdapterError('adapter_shape_mismatch', WEIGHTS_FILE, `tensor ${name} has shape [${excerpt(shape.join(', '))}], expected [${expected.join(', ')}] (${why})`);
   }
   const data = file.read(name);
   for (let i = 0; i < data.length; i++) {
-    if (!Number.isFinite(data[i])) throw new AdapterError('adapter_nonfinite', file.path, `tensor ${name} has a non-finite value (${data[i]}) at element ${i}`);
+    if (!Number.isFinite(data[i])) throw new AdapterError('adapter_nonfinite', WEIGHTS_FILE, `tensor ${name} has a non-finite value (${data[i]}) at element ${i}`);
   }
   return data;
 }
@@ -235,18 +205,4 @@ function transpose(m: Float32Array, rows: number, cols: number): Float32Array {
     for (let j = 0; j < cols; j++) out[j * rows + i] = m[i * cols + j];
   }
   return out;
-}
-
-function readJson(path: string): unknown {
-  let text: string;
-  try {
-    text = readFileSync(path, 'utf8');
-  } catch (err) {
-    throw new AdapterError('adapter_not_found', path, `cannot read: ${(err as Error).message}`);
-  }
-  try {
-    return JSON.parse(text);
-  } catch (err) {
-    throw new AdapterError('adapter_invalid', path, `not valid JSON: ${(err as Error).message}`);
-  }
 }

@@ -1,4 +1,3 @@
-import type { LoraKernel } from '../../kernels/batched-lora.js';
 import type { LoraBatch } from '../model/decoder.js';
 import type { ModelConfig, Projection } from '../model/model-config.js';
 import { PROJECTIONS, projectionShape } from '../model/model-config.js';
@@ -20,8 +19,7 @@ interface SlotEntry {
 /**
  * The device tier: `maxLoras` adapter slots in the stacked tensors the graph reads (`[1 + maxLoras, in, rank]` and
  * `[1 + maxLoras, rank, out]` per layer and projection). Slot 0 stays all zeros for rows without an adapter. An adapter
- * is written into the lowest free slot (so the active ones cluster at the front, which keeps the dense kernel's fed
- * prefix short), ranks below `rank` are zero-padded, and the PEFT scale is folded into B.
+ * is written into the lowest free slot, ranks below `rank` are zero-padded, and the PEFT scale is folded into B.
  * When no slot is free the least recently used unreferenced, unpinned slot is overwritten.
  *
  * It also holds each KV row's own copy of its adapter (`[rows, in, rank]`, `[rows, rank, out]`), which the gather
@@ -101,6 +99,11 @@ export class SlotManager {
     return i > 0 ? i : null;
   }
 
+  /** Running sequences referencing each slot (index 0: slot 0, never referenced), for the engine's invariant check. */
+  references(): number[] {
+    return this.#slots.map((s) => s?.refs ?? 0);
+  }
+
   residentDigests(): string[] {
     return this.#slots.flatMap((s) => (s ? [s.digest] : []));
   }
@@ -149,22 +152,11 @@ export class SlotManager {
     this.#slots[slot] = null;
   }
 
-  /** The slot inputs for a run over rows `firstRow..` whose adapters are in `rowSlots` (0 = no adapter). */
-  batch(firstRow: number, rowSlots: readonly number[], kernel: LoraKernel): LoraBatch {
-    const fedSlots = Math.max(0, ...rowSlots) + 1;
+  /** The LoRA inputs for a run over rows `firstRow..` whose adapters are in `rowSlots` (0 = no adapter). */
+  batch(firstRow: number, rowSlots: readonly number[]): LoraBatch {
     const activeProjections = PROJECTIONS.map((_, i) => rowSlots.some((s) => s > 0 && (this.#slots[s] as SlotEntry).targets[i]));
-    const R = this.rank;
-    const view = (stacks: Float32Array[], layer: number, p: Projection, perSlot: (k: number, n: number) => number) => {
-      const [k, n] = projectionShape(this.#config, p);
-      return stacks[layer * PROJECTIONS.length + PROJECTIONS.indexOf(p)].subarray(0, fedSlots * perSlot(k, n));
-    };
     return {
-      rowSlots,
-      fedSlots,
-      kernel,
       activeProjections,
-      a: (layer, p) => view(this.#a, layer, p, (k) => k * R),
-      b: (layer, p) => view(this.#b, layer, p, (_, n) => R * n),
       rowA: (layer, p) => this.#rows(this.#rowA, layer, p, firstRow, rowSlots.length),
       rowB: (layer, p) => this.#rows(this.#rowB, layer, p, firstRow, rowSlots.length),
     };

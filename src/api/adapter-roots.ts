@@ -1,5 +1,7 @@
 import { existsSync, realpathSync, statSync } from 'node:fs';
-import { isAbsolute, join, relative, resolve, sep } from 'node:path';
+import { isAbsolute, join, resolve } from 'node:path';
+import { quote } from '../adapters/adapter-error.js';
+import { isInside } from '../adapters/adapter-files.js';
 import { ADAPTER_NAME } from '../config.js';
 import { ApiError } from '../errors.js';
 
@@ -23,15 +25,15 @@ export class AdapterRoots {
     if (this.dirs.length === 0) {
       throw new ApiError('adapter_path_not_allowed', 'no adapter roots are configured: start the server with --adapter-dir to allow loading adapters by path', param);
     }
-    if (path.split(/[\\/]/).includes('..')) throw new ApiError('adapter_path_not_allowed', `adapter path ${JSON.stringify(path)} must not contain '..'`, param);
+    if (path.split(/[\\/]/).includes('..')) throw new ApiError('adapter_path_not_allowed', `adapter path ${quote(path)} must not contain '..'`, param);
     // Refuse an absolute path outside the roots before touching the file system, so its existence does not leak.
     if (isAbsolute(path) && !this.#contains(resolve(path))) throw this.#outside(path, param);
     const candidates = isAbsolute(path) ? [path] : this.dirs.map((root) => join(root, path));
     const found = candidates.find((candidate) => existsSync(candidate));
-    if (found === undefined) throw new ApiError('adapter_path_not_found', `adapter path ${JSON.stringify(path)} does not exist${isAbsolute(path) ? '' : ' under any adapter root'}`, param);
+    if (found === undefined) throw new ApiError('adapter_path_not_found', `adapter path ${quote(path)} does not exist${isAbsolute(path) ? '' : ' under any adapter root'}`, param);
     const real = realpathSync(found);
     if (!this.#contains(real)) throw this.#outside(path, param);
-    if (!statSync(real).isDirectory()) throw new ApiError('adapter_path_not_found', `adapter path ${JSON.stringify(path)} is not a directory`, param);
+    if (!statSync(real).isDirectory()) throw new ApiError('adapter_path_not_found', `adapter path ${quote(path)} is not a directory`, param);
     return real;
   }
 
@@ -48,13 +50,10 @@ export class AdapterRoots {
   }
 
   #outside(path: string, param: string): ApiError {
-    return new ApiError('adapter_path_not_allowed', `adapter path ${JSON.stringify(path)} is outside the adapter roots (--adapter-dir)`, param);
+    return new ApiError('adapter_path_not_allowed', `adapter path ${quote(path)} is outside the adapter roots (--adapter-dir)`, param);
   }
 
   #contains(real: string): boolean {
-    return this.dirs.some((root) => {
-      const rel = relative(root, real);
-      return rel === '' || (!rel.startsWith(`..${sep}`) && rel !== '..' && !isAbsolute(rel));
-    });
+    return this.dirs.some((root) => isInside(root, real));
   }
 }

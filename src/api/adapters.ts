@@ -16,19 +16,22 @@ function adapterBody(a: AdapterInfo) {
 
 /**
  * Adapter management: /v1/adapters (list, register, get, delete, pin) and vLLM's /v1/load_lora_adapter and
- * /v1/unload_lora_adapter. Paths from clients must lie inside the adapter roots.
+ * /v1/unload_lora_adapter. Paths from clients must lie inside the adapter roots. Refusals name the adapter and its
+ * file inside the adapter directory, never a path on the server.
  */
 export function adapterRoutes(ctx: ApiContext): RouteHandlers {
-  const { engine, roots } = ctx;
+  const { engine, roots, models } = ctx;
 
   /** Loads the adapter at `path` under `name`; refusals name the request fields `nameParam` and `pathParam`. */
   const register = async (name: string, path: string, nameParam: string, pathParam: string): Promise<AdapterInfo> => {
-    if (name === ctx.models.baseName) throw new ApiError('invalid_request', `${name} is the base model's name`, nameParam);
+    if (name === models.baseName) throw new ApiError('invalid_request', `${name} is the base model's name`, nameParam);
     const dir = roots.resolve(path, pathParam);
     try {
-      return await engine.adapters.register(name, dir);
+      const info = await engine.adapters.register(name, dir);
+      models.reinstate(name);
+      return info;
     } catch (err) {
-      if (err instanceof AdapterError) throw fromAdapterLoadError(err.code, `${path}: ${err.problem}`, pathParam);
+      if (err instanceof AdapterError) throw fromAdapterLoadError(err.code, err.forAdapter(name).message, pathParam);
       throw err;
     }
   };
@@ -39,7 +42,7 @@ export function adapterRoutes(ctx: ApiContext): RouteHandlers {
       return await op();
     } catch (err) {
       if (err instanceof AdapterError && err.code === 'adapter_not_found') throw new ApiError('adapter_not_found', `no adapter named '${name}' is registered`, nameParam);
-      if (err instanceof AdapterError) throw fromAdapterLoadError(err.code, err.problem, nameParam);
+      if (err instanceof AdapterError) throw fromAdapterLoadError(err.code, err.forAdapter(name).message, nameParam);
       throw err;
     }
   };
@@ -59,8 +62,18 @@ export function adapterRoutes(ctx: ApiContext): RouteHandlers {
     },
     deleteAdapter: async (request) => {
       const { name } = request.params as { name: string };
-      await onRegistered(name, 'name', () => engine.adapters.unregister(name));
-      return { object: 'adapter', name, deleted: true };
+      if ((request.query as { retire?: 'true' | 'false' }).retire !== 'true') {
+        await onRegistered(name, 'name', () => engine.adapters.unregister(name));
+        return { object: 'adapter', name, deleted: true };
+      }
+      const registered = async () => (await engine.adapters.list()).some((a) => a.name === name);
+      if (roots.find(name) === null && !(await registered())) {
+        throw new ApiError('adapter_not_found', `no adapter named '${name}' is registered or under an adapter root`, 'name');
+      }
+      // Retired before it is unregistered, and after any load on demand in flight: nothing registers it again.
+      await models.retire(name);
+      if (await registered()) await onRegistered(name, 'name', () => engine.adapters.unregister(name));
+      return { object: 'adapter', name, deleted: true, retired: true };
     },
     pinAdapter: async (request) => {
       const { name } = request.params as { name: string };

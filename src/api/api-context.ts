@@ -2,10 +2,12 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { Engine } from '../engine/engine.js';
 import type { ServerMetrics } from '../observability/metrics.js';
 import type { AdapterRoots } from './adapter-roots.js';
+import type { Keys } from './auth.js';
 import type { ModelResolver } from './model-resolver.js';
+import type { PromptTokenizer } from './prompt-tokenizer.js';
 
 /** The part of the engine the HTTP layer uses. */
-export type ServingEngine = Pick<Engine, 'config' | 'tokenizer' | 'contextLength' | 'submit' | 'abort' | 'adapters' | 'stats' | 'onAdapterLoad'>;
+export type ServingEngine = Pick<Engine, 'config' | 'tokenizer' | 'contextLength' | 'maxWaiting' | 'failure' | 'submit' | 'abort' | 'adapters' | 'stats' | 'onAdapterLoad'>;
 
 /** What route handlers share: built once per app by buildApp. */
 export interface ApiContext {
@@ -13,8 +15,11 @@ export interface ApiContext {
   models: ModelResolver;
   roots: AdapterRoots;
   metrics: ServerMetrics;
-  /** The base model's checkpoint directory (shown as its `root` in /v1/models). */
+  /** Prompt text and conversations to token ids, off the event loop when large. */
+  prompts: PromptTokenizer;
+  /** The base model's checkpoint directory (shown as its `root` in /v1/models to callers with admin access). */
   modelDir: string;
+  keys: Keys;
 }
 
 export type RouteHandler = (request: FastifyRequest, reply: FastifyReply) => Promise<unknown>;

@@ -23,14 +23,25 @@ function acceptedKeys(access: Access, keys: Keys): string[] {
 export function checkAccess(access: Access, authorization: string | undefined, keys: Keys): void {
   const accepted = acceptedKeys(access, keys);
   if (accepted.length === 0) return;
-  const match = /^Bearer\s+(\S+)\s*$/i.exec(authorization ?? '');
-  if (!match) {
+  const given = bearer(authorization);
+  if (given === null) {
     const which = access === 'admin' ? 'the admin key' : 'an API key';
     throw new ApiError('invalid_api_key', `this route needs ${which}: send "Authorization: Bearer <key>"`);
   }
-  if (!accepted.some((key) => sameSecret(match[1], key))) {
+  if (!accepted.some((key) => sameSecret(given, key))) {
     throw new ApiError('invalid_api_key', access === 'admin' ? 'the key is not the admin key' : 'the API key is not valid');
   }
+}
+
+/** Whether the `Authorization` header opens routes of this access level (always, when they are open). */
+export function hasAccess(access: Access, authorization: string | undefined, keys: Keys): boolean {
+  const accepted = acceptedKeys(access, keys);
+  const given = bearer(authorization);
+  return accepted.length === 0 || (given !== null && accepted.some((key) => sameSecret(given, key)));
+}
+
+function bearer(authorization: string | undefined): string | null {
+  return /^Bearer\s+(\S+)\s*$/i.exec(authorization ?? '')?.[1] ?? null;
 }
 
 /** Constant-time comparison (hashing first, as timingSafeEqual needs equal lengths). */

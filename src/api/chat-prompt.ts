@@ -1,6 +1,7 @@
-import type { ChatMessage, ChatRole, Tokenizer } from '../model/tokenizer.js';
+import type { ChatMessage, ChatRole } from '../model/tokenizer.js';
 import { ChatTemplateError } from '../model/tokenizer.js';
 import { ApiError } from '../errors.js';
+import type { PromptTokenizer } from './prompt-tokenizer.js';
 
 /** A chat message as OpenAI clients send it. */
 export interface ChatMessageBody {
@@ -11,19 +12,17 @@ export interface ChatMessageBody {
 
 /**
  * Prompt token ids of a conversation: the checkpoint's chat template rendered (the template adds its own special
- * tokens, so none are added on encoding). A template that refuses the messages is the client's error.
+ * tokens, so none are added on encoding unless asked). A template that refuses the messages is the client's error.
  */
-export function chatPromptIds(tokenizer: Tokenizer, messages: readonly ChatMessageBody[], addGenerationPrompt: boolean, addSpecialTokens = false): number[] {
+export async function chatPromptIds(prompts: PromptTokenizer, messages: readonly ChatMessageBody[], addGenerationPrompt: boolean, addSpecialTokens = false): Promise<number[]> {
   const chat: ChatMessage[] = messages.map((m) => ({
     role: m.role === 'developer' ? 'system' : m.role,
     content: typeof m.content === 'string' ? m.content : (m.content ?? []).map((part) => part.text).join(''),
   }));
-  let text: string;
   try {
-    text = tokenizer.applyChatTemplate(chat, { addGenerationPrompt });
+    return await prompts.encodeChat(chat, 'messages', { addGenerationPrompt, addSpecialTokens });
   } catch (err) {
     if (err instanceof ChatTemplateError) throw new ApiError('chat_template_error', err.message, 'messages');
     throw err;
   }
-  return tokenizer.encode(text, { addSpecialTokens });
 }

@@ -4,10 +4,10 @@ import type { ApiContext, RouteHandlers } from './api-context.js';
 import type { ChatMessageBody } from './chat-prompt.js';
 import { chatPromptIds } from './chat-prompt.js';
 import type { Generation } from './generation.js';
-import { choiceJobs, collect, merge, startGenerations } from './generation.js';
+import { choiceJobs, collectAll, merge, startGenerations } from './generation.js';
 import { chatLogprobs, finishFields, openAiUsage } from './openai-format.js';
 import type { OpenAiSamplingFields } from './request-mapping.js';
-import { checkContextLength, checkPromptIds, checkSampling, openAiSampling } from './request-mapping.js';
+import { checkContextLength, checkGenerationCount, checkPromptIds, checkSampling, openAiSampling } from './request-mapping.js';
 import { SSE_DONE, sendEventStream, sseEvent } from './sse.js';
 
 interface ChatBody extends OpenAiSamplingFields {
@@ -34,7 +34,9 @@ export function chatRoutes(ctx: ApiContext): RouteHandlers {
   return {
     createChatCompletion: async (request, reply) => {
       const body = request.body as ChatBody;
-      const promptIds = chatPromptIds(engine.tokenizer, body.messages, true);
+      const n = body.n ?? 1;
+      checkGenerationCount(1, n, engine.maxWaiting, 'messages');
+      const promptIds = await chatPromptIds(ctx.prompts, body.messages, true);
       checkPromptIds(promptIds, engine.config.vocabSize, 'messages');
       const maxTokensParam = body.max_completion_tokens != null ? 'max_completion_tokens' : 'max_tokens';
       // Without a limit, the completion may use the rest of the context (vLLM's default).
@@ -43,12 +45,11 @@ export function chatRoutes(ctx: ApiContext): RouteHandlers {
       const logprobs = body.logprobs === true;
       const sampling = openAiSampling(body, maxTokens, logprobs ? (body.top_logprobs ?? 0) : null);
       checkSampling(sampling, engine.config.vocabSize);
-      const n = body.n ?? 1;
       const generations = await startGenerations(ctx, request, reply, body.model, 'model', choiceJobs([promptIds], sampling, n));
       const head: Head = { id: `chatcmpl-${request.id}`, created: Math.floor(Date.now() / 1000), model: body.model || ctx.models.baseName };
       if (body.stream) return sendEventStream(reply, stream(ctx, head, generations, n, logprobs, body.stream_options?.include_usage === true));
 
-      const results = await Promise.all(generations.map(collect));
+      const results = await collectAll(generations);
       return {
         ...head,
         object: 'chat.completion',
@@ -78,6 +79,7 @@ async function* stream(ctx: ApiContext, head: Head, generations: Generation[], n
       usages[index] = event.usage;
       yield chunk({ index, delta: event.text === '' ? {} : { content: event.text }, logprobs: null, ...finishFields(event) });
     } else {
+      usages[index] = generations[index].usageSoFar;
       yield sseEvent(fromEngineError(event.code, event.message, generations[index].id).toBody());
       break;
     }

@@ -3,10 +3,10 @@ import { DEFAULT_SAMPLING } from '../engine/sampling-params.js';
 import { fromEngineError } from '../errors.js';
 import type { ApiContext, RouteHandlers } from './api-context.js';
 import type { Generation } from './generation.js';
-import { choiceJobs, collect, merge, startGenerations } from './generation.js';
+import { choiceJobs, collectAll, merge, startGenerations } from './generation.js';
 import { completionLogprobs, finishFields, openAiUsage } from './openai-format.js';
 import type { OpenAiSamplingFields } from './request-mapping.js';
-import { checkContextLength, checkPromptIds, checkSampling, openAiSampling } from './request-mapping.js';
+import { checkContextLength, checkGenerationCount, checkPromptIds, checkSampling, openAiSampling } from './request-mapping.js';
 import { SSE_DONE, sendEventStream, sseEvent } from './sse.js';
 
 interface CompletionBody extends OpenAiSamplingFields {
@@ -42,21 +42,23 @@ export function completionRoutes(ctx: ApiContext): RouteHandlers {
       const body = request.body as CompletionBody;
       const maxTokens = body.max_tokens ?? DEFAULT_SAMPLING.maxTokens;
       const list = prompts(body.prompt);
-      const promptIds = list.map((p, i) => {
-        const ids = typeof p === 'string' ? engine.tokenizer.encode(p) : p;
-        const param = list.length === 1 ? 'prompt' : `prompt[${i}]`;
-        checkPromptIds(ids, engine.config.vocabSize, param);
-        checkContextLength(ids.length, maxTokens, engine.contextLength, param, 'max_tokens');
-        return ids;
-      });
+      const n = body.n ?? 1;
+      checkGenerationCount(list.length, n, engine.maxWaiting, 'prompt');
       const sampling = openAiSampling(body, maxTokens, body.logprobs ?? null);
       checkSampling(sampling, engine.config.vocabSize);
-      const n = body.n ?? 1;
+      const promptIds: number[][] = [];
+      for (const [i, p] of list.entries()) {
+        const param = list.length === 1 ? 'prompt' : `prompt[${i}]`;
+        const ids = typeof p === 'string' ? await ctx.prompts.encode(p, param) : p;
+        checkPromptIds(ids, engine.config.vocabSize, param);
+        checkContextLength(ids.length, maxTokens, engine.contextLength, param, 'max_tokens');
+        promptIds.push(ids);
+      }
       const generations = await startGenerations(ctx, request, reply, body.model, 'model', choiceJobs(promptIds, sampling, n));
       const head: Head = { id: `cmpl-${request.id}`, object: 'text_completion', created: Math.floor(Date.now() / 1000), model: body.model || ctx.models.baseName };
       if (body.stream) return sendEventStream(reply, stream(ctx, head, generations, n, body.logprobs != null, body.stream_options?.include_usage === true));
 
-      const results = await Promise.all(generations.map(collect));
+      const results = await collectAll(generations);
       return {
         ...head,
         choices: results.map((r, index) => ({
@@ -85,6 +87,7 @@ async function* stream(ctx: ApiContext, head: Head, generations: Generation[], n
       usages[index] = event.usage;
       yield chunk({ index, text: event.text, logprobs: null, ...finishFields(event) });
     } else {
+      usages[index] = generations[index].usageSoFar;
       yield sseEvent(fromEngineError(event.code, event.message, generations[index].id).toBody());
       break;
     }

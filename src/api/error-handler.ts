@@ -31,3 +31,16 @@ export function toApiError(err: unknown, requestId: string): ApiError {
   if (typeof e.statusCode === 'number' && e.statusCode >= 400 && e.statusCode < 500 && e.message) return new ApiError('invalid_request', e.message);
   return new ApiError('internal_error', `internal error (request id ${requestId})`);
 }
+
+/**
+ * The raw response for a connection Node refuses before any route runs: 408 when the client did not send the headers
+ * and body within --request-timeout, 400 for anything else (malformed HTTP, headers above Node's 16 KiB).
+ */
+export function clientErrorResponse(err: NodeJS.ErrnoException): string {
+  const apiError = err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+    ? new ApiError('request_timeout', 'the request was not received within the request timeout; the connection is closed')
+    : new ApiError('invalid_request', 'the request is not valid HTTP/1.1 (malformed, or headers larger than 16 KiB)');
+  const body = JSON.stringify(apiError.toBody());
+  const reason = apiError.status === 408 ? 'Request Timeout' : 'Bad Request';
+  return `HTTP/1.1 ${apiError.status} ${reason}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`;
+}

@@ -53,10 +53,10 @@ async function start(ctx: ApiContext, request: FastifyRequest, reply: FastifyRep
   const body = request.body as GenerateBody;
   const params = body.parameters ?? {};
   const sampling = tgiSampling(params);
-  const promptIds = engine.tokenizer.encode(body.inputs);
+  checkSampling(sampling, engine.config.vocabSize, 'parameters.');
+  const promptIds = await ctx.prompts.encode(body.inputs, 'inputs');
   checkPromptIds(promptIds, engine.config.vocabSize, 'inputs');
   checkContextLength(promptIds.length, sampling.maxTokens, engine.contextLength, 'inputs', 'parameters.max_new_tokens');
-  checkSampling(sampling, engine.config.vocabSize, 'parameters.');
   const [generation] = await startGenerations(ctx, request, reply, params.adapter_id, 'parameters.adapter_id', [{ promptIds, sampling }]);
   return { generation, params, body };
 }

@@ -1,5 +1,5 @@
 import type { FastifyBaseLogger, FastifyReply, FastifyRequest } from 'fastify';
-import type { GenerationEvent } from '../engine/engine-types.js';
+import type { GenerationEvent, Usage } from '../engine/engine-types.js';
 import type { SamplingParams } from '../engine/sampling-params.js';
 import { ApiError, fromEngineError } from '../errors.js';
 import type { ApiContext } from './api-context.js';
@@ -52,8 +52,9 @@ export class Generation implements AsyncIterable<GenerationEvent> {
    * loaded once; other refusals (queue full, invalid, shutting down) throw the matching ApiError.
    */
   async start(): Promise<void> {
+    // Latencies count from the first submission: an on-demand adapter load is part of what the client waits for.
+    this.#submittedAt = performance.now();
     for (let attempt = 0; ; attempt++) {
-      this.#submittedAt = performance.now();
       const { promptIds, sampling } = this.#job;
       this.#events = this.#ctx.engine.submit({ id: this.id, promptIds, adapter: this.adapter, sampling })[Symbol.asyncIterator]();
       const first = await this.#events.next();
@@ -67,6 +68,12 @@ export class Generation implements AsyncIterable<GenerationEvent> {
       if (event.code === 'adapter_not_found' && this.adapter !== null) {
         if (attempt === 0 && !this.#aborted && (await this.#ctx.models.loadOnDemand(this.adapter, this.#modelParam))) {
           this.#refused = false;
+          // The client went away while the adapter loaded: end here rather than generate for nobody.
+          if (this.#aborted) {
+            this.#first = abortedBeforeStart(this.#job.promptIds.length);
+            this.abort();
+            return;
+          }
           continue;
         }
         throw new ApiError('model_not_found', `The model '${this.adapter}' does not exist: it is not the base model (${this.#ctx.models.baseName}), a registered adapter, or an adapter directory under an adapter root.`, this.#modelParam);
@@ -75,7 +82,15 @@ export class Generation implements AsyncIterable<GenerationEvent> {
     }
   }
 
-  /** Ends the request in the engine (client gone, a sibling failed); idempotent. */
+  /** The prompt and the tokens delivered so far: the usage of a generation that ended in an error after streaming. */
+  get usageSoFar(): Usage {
+    return { promptTokens: this.#job.promptIds.length, completionTokens: this.#completionTokens, cachedTokens: 0 };
+  }
+
+  /**
+   * Ends the request in the engine (client gone, a sibling failed); idempotent. While an on-demand adapter load is in
+   * flight the engine holds nothing of it: `start` ends it when the load returns.
+   */
   abort(): void {
     this.#aborted = true;
     if (this.#finished || this.#refused) return;
@@ -144,6 +159,11 @@ export class Generation implements AsyncIterable<GenerationEvent> {
   }
 }
 
+/** The only event of a generation aborted before the engine ever ran it. */
+function abortedBeforeStart(promptTokens: number): DoneEvent {
+  return { type: 'done', finishReason: 'abort', text: '', stopReason: null, usage: { promptTokens, completionTokens: 0, cachedTokens: 0 }, queueMs: null };
+}
+
 function round(ms: number): number {
   return Math.round(ms * 100) / 100;
 }
@@ -206,6 +226,16 @@ export async function collect(generation: Generation): Promise<Collected> {
     }
   }
   throw new Error(`generation ${generation.id} ended without a done event`);
+}
+
+/** Runs started generations to their ends; when one fails, the others are aborted (nobody will read them) and its error is thrown. */
+export async function collectAll(generations: Generation[]): Promise<Collected[]> {
+  try {
+    return await Promise.all(generations.map(collect));
+  } catch (err) {
+    for (const g of generations) g.abort();
+    throw err;
+  }
 }
 
 /** The events of several generations as they arrive, tagged with the generation's index; ending early aborts them all. */

@@ -1,6 +1,9 @@
 import type { RouteHandlers } from './api-context.js';
 
-/** GET /health: answering at all means serving (a shutting-down server answers 503 before any route runs). */
+/**
+ * GET /health: answering at all means serving. While the server drains, or once its engine stopped, every request,
+ * this one included, answers 503 before any route runs (app.ts).
+ */
 export function healthRoutes(): RouteHandlers {
   return {
     health: async () => ({ status: 'ok' }),

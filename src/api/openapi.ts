@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parse } from 'yaml';
-import { packageRoot } from '../config.js';
+import { packageRoot } from '../package-root.js';
 
 type Json = Record<string, unknown>;
 

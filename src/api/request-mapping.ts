@@ -117,6 +117,20 @@ export function checkContextLength(promptTokens: number, maxTokens: number, cont
   }
 }
 
+/**
+ * Throws invalid_request when one request needs more generations (prompts × n) than the engine queues (--max-waiting).
+ * All of them wait together, so such a request could only get in while rows happen to be free: a bound of the
+ * request, always refused, rather than a 429 on a busy server that no retry can get past.
+ */
+export function checkGenerationCount(prompts: number, n: number, maxWaiting: number, promptParam: string): void {
+  if (prompts * n <= maxWaiting) return;
+  throw new ApiError(
+    'invalid_request',
+    `this request needs ${prompts * n} generations (${prompts} prompt(s) × n ${n}), more than the server queues at once (${maxWaiting}); split it`,
+    prompts > maxWaiting ? promptParam : 'n',
+  );
+}
+
 /** Throws invalid_request when the prompt is empty or names a token outside the vocabulary. */
 export function checkPromptIds(ids: readonly number[], vocabSize: number, param: string): void {
   if (ids.length === 0) throw new ApiError('invalid_request', 'the prompt is empty', param);

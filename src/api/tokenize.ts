@@ -21,8 +21,8 @@ export function tokenizeRoutes(ctx: ApiContext): RouteHandlers {
         throw new ApiError('invalid_request', 'give exactly one of prompt and messages', body.prompt === undefined ? 'prompt' : 'messages');
       }
       const tokens = body.messages !== undefined
-        ? chatPromptIds(engine.tokenizer, body.messages, body.add_generation_prompt ?? true, body.add_special_tokens ?? false)
-        : engine.tokenizer.encode(body.prompt ?? '', { addSpecialTokens: body.add_special_tokens ?? true });
+        ? await chatPromptIds(ctx.prompts, body.messages, body.add_generation_prompt ?? true, body.add_special_tokens ?? false)
+        : await ctx.prompts.encode(body.prompt ?? '', 'prompt', body.add_special_tokens ?? true);
       return { count: tokens.length, max_model_len: engine.contextLength, tokens };
     },
     detokenize: async (request) => {

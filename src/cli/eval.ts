@@ -85,7 +85,7 @@ export async function evalCommand(argv: string[]): Promise<number> {
       // The one slot is free, so acquire cannot answer null.
       const slot = slots.acquire(adapterDigest(adapter), loadPeftAdapter(adapter, config, { maxRank: options.maxLoraRank })) as number;
       slots.bindRow(0, slot);
-      lora = slots.batch(0, [slot], 'gather');
+      lora = slots.batch(0, [slot]);
     }
     const ids = Tokenizer.fromDir(model).encode(text);
     const result = await evaluateLoss(decoder, ids, { context: options.context, chunk: options.chunk, lora });

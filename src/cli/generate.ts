@@ -93,11 +93,13 @@ export async function generateCommand(argv: string[]): Promise<number> {
     maxLoraRank: positiveInt(values['max-lora-rank'], '--max-lora-rank'),
     maxCpuLoraBytes: 4 * 2 ** 30,
     maxWaiting: Math.max(1, lines.length),
+    // Offline: every request is run, however long it waits for a slot.
+    adapterWaitTimeoutMs: Number.POSITIVE_INFINITY,
   });
   try {
     const refused = new Map<string, string>();
     for (const [name, dir] of adapters) {
-      await engine.adapters.register(name, dir).catch((err: Error) => refused.set(name, err.message));
+      await engine.adapters.register(name, dir).catch((err: Error) => refused.set(name, `${dir}: ${err.message}`));
     }
     const results = await Promise.all(lines.map(async (line, index) => {
       const adapter = line.adapter ?? null;

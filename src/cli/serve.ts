@@ -2,13 +2,15 @@ import { existsSync, mkdirSync, readdirSync, renameSync, rmSync } from 'node:fs'
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import type { ServeConfig } from '../config.js';
-import { ConfigError, packageRoot, parseServeConfig, serveHelp } from '../config.js';
+import { parseServeConfig, serveHelp } from '../config.js';
+import { packageRoot } from '../package-root.js';
+import { ConfigError } from '../setting-reader.js';
 import { runServer } from '../main.js';
 import { defaultCacheRoot } from '../model/build-cache.js';
 import { createLogger } from '../observability/logger.js';
 import { synthCheckpoint } from '../synth/checkpoint-synth.js';
 
-/** `loraserve serve`: exit code 2 for a bad configuration, 0 after a graceful shutdown. */
+/** `loraserve serve`: exit code 2 for a bad configuration, 0 after a graceful shutdown, 1 when the engine stopped serving. */
 export async function serveCommand(argv: string[]): Promise<number> {
   if (argv.includes('--help') || argv.includes('-h')) {
     process.stdout.write(serveHelp());
@@ -23,8 +25,7 @@ export async function serveCommand(argv: string[]): Promise<number> {
     return 2;
   }
   const logger = createLogger(config.http.logLevel);
-  await runServer(withDefaultModel(config, logger), logger);
-  return 0;
+  return runServer(withDefaultModel(config, logger), logger);
 }
 
 /**
@@ -32,9 +33,8 @@ export async function serveCommand(argv: string[]): Promise<number> {
  * checkpoint generated once into the cache; adapters/ (created if missing) as the adapter root unless --adapter-dir is
  * given, with every adapter in it registered unless --adapter is given.
  */
-export function withDefaultModel(config: ServeConfig, logger: Logger): ServeConfig {
+export function withDefaultModel(config: ServeConfig, logger: Logger, root = packageRoot()): ServeConfig {
   if (config.model.modelDir !== null) return config;
-  const root = packageRoot();
   const demo = join(root, 'models', 'demo');
   const modelDir = existsSync(join(demo, 'config.json')) ? demo : synthesizedDemo(config.model.cacheDir ?? defaultCacheRoot(), logger);
   const adaptersDir = join(root, 'adapters');

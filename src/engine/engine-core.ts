@@ -1,55 +1,64 @@
+// Runs in the engine worker.
 import { randomInt } from 'node:crypto';
-import { preferredKernel } from '../../kernels/batched-lora.js';
 import type { AdapterManager } from '../adapters/adapter-manager.js';
-import { AdapterError } from '../adapters/adapter-error.js';
 import type { Decoder, LoraBatch } from '../model/decoder.js';
 import { KvCache } from '../model/kv-cache.js';
 import type { EngineOptions } from './engine-options.js';
-import type { AdapterInfo, EngineErrorCode, EngineStats, FinishReason, GenerationRequest } from './engine-types.js';
+import { adapterCall } from './adapter-calls.js';
+import type { EngineErrorCode, EngineStats, GenerationRequest } from './engine-types.js';
+import { checkEngineInvariants } from './invariants.js';
+import { KvRows } from './kv-rows.js';
 import { Sampler } from './sampler.js';
-import { validateSamplingParams } from './sampling-params.js';
+import { requestProblem } from './request-validation.js';
+import { admissionPass } from './scheduler.js';
 import { Sequence } from './sequence.js';
-import type { CallResult, DoneOut, EngineCall, FromWorker, TokenOut } from './worker-protocol.js';
+import { stopAfterToken } from './stop-criteria.js';
+import { StepOutbox } from './step-outbox.js';
+import type { CallResult, EngineCall, FromWorker } from './worker-protocol.js';
 
-type Post = (message: FromWorker) => void;
+/** A request blocked on its adapter's slot this long holds back later requests that need a slot (see AdmissionPolicy). */
+const ADAPTER_AGING_MS = 1000;
 
 /**
- * The engine loop inside the worker: admit → schedule → run → sample → emit → free, one step at a time.
+ * The engine loop inside the worker: admit → run → sample → emit → release, one step at a time, over the running
+ * sequences in their dense KV rows (KvRows).
  *
- * KV rows are kept dense: rows 0..d-1 hold decoding sequences, and row d at most one sequence in prefill, so the
- * decode batch is always one contiguous range of rows that the graph reads in place. When a sequence finishes, the
- * last decoding row moves into its place (and the prefill row down by one): a copy of only the computed positions.
+ * A sequence ends (done, error, abort) at any time, but its row, slot and adapter reference are released only by
+ * `#releaseEnded`, between steps: onnxruntime-node yields to the event loop once before each run, so messages arrive
+ * while a step's feeds already point into the rows.
  */
 export class EngineCore {
   readonly #decoder: Decoder;
   readonly #adapters: AdapterManager | null;
   readonly #options: EngineOptions;
-  readonly #post: Post;
+  readonly #outbox: StepOutbox;
   readonly #kv: KvCache;
   readonly #sampler: Sampler;
   readonly #eos: ReadonlySet<number>;
   readonly #waiting: Sequence[] = [];
-  readonly #running: Sequence[] = [];
-  #tokensOut: TokenOut[] = [];
-  #doneOut: DoneOut[] = [];
-  #errorsOut: { id: string; code: EngineErrorCode; message: string }[] = [];
+  readonly #running: KvRows;
+  /** Ended, not yet released. */
+  readonly #ended: Sequence[] = [];
   #wake: (() => void) | null = null;
   #inStep = false;
-  #pendingAborts: string[] = [];
   #accepting = true;
   #closed = false;
   #lastBatchSize = 0;
   #steps = 0;
-  readonly #kernelRuns = { gather: 0, dense: 0 };
+  #loraRuns = 0;
   #generated = 0;
   #prompted = 0;
 
-  constructor(decoder: Decoder, adapters: AdapterManager | null, options: EngineOptions, post: Post) {
+  constructor(decoder: Decoder, adapters: AdapterManager | null, options: EngineOptions, post: (message: FromWorker) => void) {
     this.#decoder = decoder;
     this.#adapters = adapters;
     this.#options = options;
-    this.#post = post;
+    this.#outbox = new StepOutbox(post);
     this.#kv = new KvCache(decoder.config, options.maxBatch, options.contextLength);
+    this.#running = new KvRows((seq, to) => {
+      this.#kv.copyRow(seq.row, to, seq.computed);
+      this.#adapters?.slots.moveRow(seq.row, to);
+    });
     this.#sampler = new Sampler(decoder.config.vocabSize);
     this.#eos = new Set(decoder.config.eosTokenIds);
   }
@@ -62,11 +71,11 @@ export class EngineCore {
 
   submit(request: GenerationRequest): void {
     const refuse = (code: EngineErrorCode, message: string) => {
-      this.#errorsOut.push({ id: request.id, code, message });
+      this.#outbox.error(request.id, code, message);
       this.#flush();
     };
     if (!this.#accepting) return refuse('shutting_down', 'the server is shutting down');
-    const problem = this.#validate(request);
+    const problem = requestProblem(request, this.#decoder.config.vocabSize, this.#options.contextLength);
     if (problem) return refuse('invalid_request', problem);
     if (this.#waiting.length >= this.#options.maxWaiting) return refuse('queue_full', `the waiting queue is full (${this.#options.maxWaiting} requests)`);
     let adapter = null;
@@ -86,57 +95,65 @@ export class EngineCore {
     this.wake();
   }
 
-  /** Frees everything the request holds; the main thread reports the abort to its client. */
+  /** Ends the request (the main thread already told its client) and frees what it holds, now or after the step in flight. */
   abort(id: string): void {
-    // A step in flight still writes the rows it was given: apply aborts between steps.
-    if (this.#inStep) {
-      this.#pendingAborts.push(id);
-      return;
-    }
-    const waiting = this.#waiting.findIndex((s) => s.id === id);
-    if (waiting >= 0) {
-      this.#release(this.#waiting.splice(waiting, 1)[0]);
-      return;
-    }
-    const running = this.#running.find((s) => s.id === id);
-    if (running) this.#free(running);
+    const seq = this.#waiting.find((s) => s.id === id) ?? this.#running.all.find((s) => s.id === id);
+    if (!seq) return;
+    this.#end(seq, null);
+    if (!this.#inStep) this.#releaseEnded();
   }
 
   async call(call: EngineCall): Promise<CallResult> {
     switch (call.op) {
-      case 'adapter.register': return this.#info((await this.#requireAdapters().register(call.name, call.path)).name);
+      case 'adapter.register':
       case 'adapter.unregister':
-        await this.#requireAdapters().unregister(call.name);
-        return null;
-      case 'adapter.pin': return this.#info(this.#requireAdapters().setPinned(call.name, call.pinned).name);
-      case 'adapter.list': return (this.#adapters?.entries() ?? []).map((e) => this.#info(e.name));
+      case 'adapter.pin':
+      case 'adapter.list': return adapterCall(this.#adapters, call);
       case 'stats': return this.stats();
+      case 'check': return this.#inStep ? [] : this.invariantViolations();
       case 'drain': return this.#drain(call.deadlineMs);
     }
   }
 
   stats(): EngineStats {
-    const adapterNames = (seqs: Sequence[]) => [...new Set(seqs.flatMap((s) => (s.adapter ? [s.adapter.name] : [])))];
+    const adapterNames = (seqs: readonly Sequence[]) => [...new Set(seqs.flatMap((s) => (s.adapter ? [s.adapter.name] : [])))];
+    const kvPositions = this.#running.all.reduce((sum, s) => sum + s.computed, 0);
     return {
       running: this.#running.length,
       waiting: this.#waiting.length,
-      kvUsage: this.#running.length / this.#options.maxBatch,
+      kvUsage: kvPositions / (this.#options.maxBatch * this.#options.contextLength),
       batchSize: this.#lastBatchSize,
       maxLoras: this.#options.maxLoras,
-      runningAdapters: adapterNames(this.#running),
+      runningAdapters: adapterNames(this.#running.all),
       waitingAdapters: adapterNames(this.#waiting),
       adapterLoads: { host: this.#adapters?.hostLoads ?? 0, slot: this.#adapters?.slots.loads ?? 0 },
       adapterEvictions: { host: this.#adapters?.hostEvictions ?? 0, slot: this.#adapters?.slots.evictions ?? 0 },
-      loraKernelRuns: { ...this.#kernelRuns },
+      loraRuns: this.#loraRuns,
       stepsTotal: this.#steps,
       tokensGenerated: this.#generated,
       promptTokens: this.#prompted,
     };
   }
 
+  /** The engine's bookkeeping rules that the current state breaks (see checkEngineInvariants); call between steps. */
+  invariantViolations(): string[] {
+    return checkEngineInvariants({
+      running: this.#running.all,
+      waiting: this.#waiting,
+      ended: this.#ended,
+      contextLength: this.#options.contextLength,
+      slotReferences: this.#adapters?.slots.references() ?? null,
+      adapterBindings: this.#adapters?.bindings() ?? null,
+    });
+  }
+
   async run(): Promise<void> {
     while (!this.#closed) {
-      if (this.#running.length === 0 && !this.#admit()) {
+      this.#admit();
+      if (this.#running.length === 0) {
+        // Admission may have failed requests (an adapter that did not load): tell them before sleeping.
+        this.#flush();
+        if (this.#options.checkInvariants) this.#assertInvariants();
         await new Promise<void>((resolve) => { this.#wake = resolve; });
         continue;
       }
@@ -152,46 +169,39 @@ export class EngineCore {
   }
 
   async #step(): Promise<void> {
-    this.#admit();
-    const last = this.#running.at(-1);
-    const prefilling = last?.prefilling ? last : null;
-    const decoding = prefilling ? this.#running.slice(0, -1) : [...this.#running];
+    const prefilling = this.#running.prefilling;
+    const decoding = this.#running.decoding();
     this.#inStep = true;
     try {
       if (decoding.length > 0) await this.#decode(decoding);
-      if (prefilling) await this.#prefill(prefilling);
+      if (prefilling && !prefilling.ended) await this.#prefill(prefilling);
     } finally {
       this.#inStep = false;
     }
-    for (const id of this.#pendingAborts.splice(0)) this.abort(id);
+    this.#releaseEnded();
     this.#lastBatchSize = decoding.length + (prefilling ? 1 : 0);
     this.#steps++;
     this.#flush();
   }
 
-  /** Moves the first admissible waiting sequence into the prefill row; true when there is work to do. */
-  #admit(): boolean {
-    if (this.#running.at(-1)?.prefilling || this.#running.length >= this.#options.maxBatch) return this.#running.length > 0;
-    for (let i = 0; i < this.#waiting.length; i++) {
-      const seq = this.#waiting[i];
-      if (seq.adapter && this.#adapters) {
-        const got = this.#adapters.acquireSlot(seq.adapter);
-        if ('wait' in got) continue;
-        if ('error' in got) {
-          this.#waiting.splice(i--, 1);
-          this.#fail(seq, 'adapter_invalid', got.error.message);
-          continue;
-        }
-        seq.slot = got.slot;
+  /** Starts waiting sequences while a row is free (one prefill row at a time), and fails those that cannot start. */
+  #admit(): void {
+    const freeRows = this.#running.prefilling || this.#running.length >= this.#options.maxBatch ? 0 : 1;
+    const acquire = (seq: Sequence) => (this.#adapters && seq.adapter ? this.#adapters.acquireSlot(seq.adapter, seq.arrivedAt) : { slot: 0 });
+    const policy = { agingMs: ADAPTER_AGING_MS, adapterWaitTimeoutMs: this.#options.adapterWaitTimeoutMs };
+    for (const decision of admissionPass(this.#waiting, freeRows, acquire, performance.now(), policy)) {
+      const { seq } = decision;
+      if (decision.type === 'fail') {
+        this.#end(seq, { code: decision.code, message: decision.message });
+        continue;
       }
-      this.#waiting.splice(i, 1);
+      this.#waiting.splice(this.#waiting.indexOf(seq), 1);
+      seq.slot = decision.slot;
       seq.admittedAt = performance.now();
-      seq.row = this.#running.length;
+      this.#running.add(seq);
       this.#adapters?.slots.bindRow(seq.row, seq.slot);
-      this.#running.push(seq);
-      return true;
     }
-    return this.#running.length > 0;
+    this.#releaseEnded();
   }
 
   async #prefill(seq: Sequence): Promise<void> {
@@ -199,39 +209,40 @@ export class EngineCore {
     const logits = await this.#forward([seq], [chunk]);
     if (!logits) return;
     seq.computed += chunk.length;
-    if (!seq.prefilling) this.#sample(seq, logits, 0);
+    // A chunk that stops short of the last prompt token leaves the sequence to a later run: nothing to sample yet.
+    if (seq.allComputed) this.#sample(seq, logits, 0);
   }
 
   async #decode(seqs: Sequence[]): Promise<void> {
     const logits = await this.#forward(seqs, seqs.map((s) => [s.tokens[s.tokens.length - 1]]));
     if (!logits) return;
-    // Count every row's new position before any finish moves rows: a move copies only computed positions.
-    for (const seq of seqs) seq.computed += 1;
-    seqs.forEach((seq, i) => this.#sample(seq, logits, i));
+    seqs.forEach((seq, i) => {
+      seq.computed += 1;
+      this.#sample(seq, logits, i);
+    });
   }
 
-  /** One graph run over the sequences' contiguous rows; on failure every sequence in it gets an error and is freed. */
+  /** One graph run over the sequences' contiguous rows; on failure every sequence in it ends with an error. */
   async #forward(seqs: Sequence[], tokens: number[][]): Promise<Float32Array | null> {
     const lora = this.#loraBatch(seqs);
     try {
       return await this.#decoder.forward({ firstRow: seqs[0].row, tokens, pastLengths: seqs.map((s) => s.computed) }, this.#kv, lora);
     } catch (err) {
       const message = `model run failed: ${err instanceof Error ? err.message : String(err)}`;
-      for (const seq of seqs) this.#fail(seq, 'engine_error', message);
+      for (const seq of seqs) this.#end(seq, { code: 'engine_error', message });
       return null;
     }
   }
 
   #loraBatch(seqs: Sequence[]): LoraBatch | undefined {
     if (!this.#adapters || seqs.every((s) => s.slot === 0)) return undefined;
-    const slots = seqs.map((s) => s.slot);
-    const forced = this.#options.loraKernel;
-    const kernel = forced && forced !== 'auto' ? forced : preferredKernel(seqs.length, Math.max(...slots) + 1);
-    this.#kernelRuns[kernel]++;
-    return this.#adapters.slots.batch(seqs[0].row, slots, kernel);
+    this.#loraRuns++;
+    return this.#adapters.slots.batch(seqs[0].row, seqs.map((s) => s.slot));
   }
 
   #sample(seq: Sequence, logits: Float32Array, row: number): void {
+    // Aborted while its run was in flight: its client is gone.
+    if (seq.ended) return;
     const V = this.#decoder.config.vocabSize;
     const params = seq.request.sampling;
     let result;
@@ -239,108 +250,76 @@ export class EngineCore {
       result = this.#sampler.sample(logits.subarray(row * V, (row + 1) * V), params, seq.sampling);
     } catch (err) {
       // A sampling failure is this request's, not the batch's.
-      this.#fail(seq, 'engine_error', `sampling failed: ${err instanceof Error ? err.message : String(err)}`);
+      this.#end(seq, { code: 'engine_error', message: `sampling failed: ${err instanceof Error ? err.message : String(err)}` });
       return;
     }
     const token = result.tokenId;
     seq.sampling.append(token);
     seq.tokens.push(token);
     this.#generated++;
-    const stopToken = (!params.ignoreEos && this.#eos.has(token)) || params.stopTokenIds.includes(token);
-    this.#tokensOut.push({ id: seq.id, tokenId: token, logprob: result.logprob, topLogprobs: result.topLogprobs, stopToken });
-    if (stopToken) this.#finish(seq, 'stop', token);
-    else if (seq.outputLength >= params.maxTokens || seq.tokens.length > this.#options.contextLength) this.#finish(seq, 'length', null);
+    const stop = stopAfterToken(token, params, this.#eos, { output: seq.outputLength, total: seq.tokens.length, context: this.#options.contextLength });
+    this.#outbox.token({ id: seq.id, tokenId: token, logprob: result.logprob, topLogprobs: result.topLogprobs, stopToken: stop?.reason === 'stop' });
+    if (stop) this.#end(seq, { reason: stop.reason, stopReason: stop.reason === 'stop' ? stop.tokenId : null });
   }
 
-  #finish(seq: Sequence, reason: FinishReason, stopReason: number | null): void {
-    this.#doneOut.push({
+  /**
+   * Decides the sequence's outcome and reports it (`null`: aborted, already reported by the main thread); what it holds
+   * is released by `#releaseEnded`.
+   */
+  #end(seq: Sequence, outcome: { reason: 'stop' | 'length'; stopReason: number | null } | { code: EngineErrorCode; message: string } | null): void {
+    if (seq.ended) return;
+    seq.ended = true;
+    this.#ended.push(seq);
+    if (outcome === null) return;
+    if ('code' in outcome) {
+      this.#outbox.error(seq.id, outcome.code, outcome.message);
+      return;
+    }
+    this.#outbox.done({
       id: seq.id,
-      finishReason: reason,
-      stopReason,
+      finishReason: outcome.reason,
+      stopReason: outcome.stopReason,
+      // No prefix cache yet: every prompt token is computed.
       usage: { promptTokens: seq.promptLength, completionTokens: seq.outputLength, cachedTokens: 0 },
       queueMs: seq.admittedAt - seq.arrivedAt,
     });
-    this.#free(seq);
   }
 
-  #fail(seq: Sequence, code: EngineErrorCode, message: string): void {
-    this.#errorsOut.push({ id: seq.id, code, message });
-    if (seq.row >= 0) this.#free(seq);
-    else this.#release(seq);
-  }
-
-  /** Gives up the sequence's KV row, keeping the rows dense, then its adapter references. */
-  #free(seq: Sequence): void {
-    const rows = this.#running;
-    const last = rows.at(-1);
-    const prefilling = last?.prefilling && last !== seq ? rows.pop() : undefined;
-    const moved = rows.pop() as Sequence;
-    if (moved !== seq) {
-      this.#moveRow(moved, seq.row);
-      rows[seq.row] = moved;
+  /**
+   * The one path that frees rows, slots and adapter references, only between steps. Rows are freed from the highest
+   * down, so a row about to be freed is never copied into another.
+   */
+  #releaseEnded(): void {
+    if (this.#inStep) throw new Error('engine: resources released while a step is in flight');
+    const ended = this.#ended.splice(0).sort((x, y) => y.row - x.row);
+    for (const seq of ended) {
+      if (seq.row >= 0) this.#running.remove(seq);
+      else this.#waiting.splice(this.#waiting.indexOf(seq), 1);
+      if (seq.slot > 0) this.#adapters?.slots.release(seq.slot);
+      seq.slot = 0;
+      if (seq.adapter) this.#adapters?.unbind(seq.adapter.digest);
     }
-    if (prefilling) {
-      this.#moveRow(prefilling, rows.length);
-      rows.push(prefilling);
-    }
-    seq.row = -1;
-    this.#release(seq);
-  }
-
-  /** Moves a running sequence's KV (its computed positions) and its adapter copy to another row. */
-  #moveRow(seq: Sequence, to: number): void {
-    this.#kv.copyRow(seq.row, to, seq.computed);
-    this.#adapters?.slots.moveRow(seq.row, to);
-    seq.row = to;
-  }
-
-  #release(seq: Sequence): void {
-    if (seq.slot > 0) this.#adapters?.slots.release(seq.slot);
-    seq.slot = 0;
-    if (seq.adapter) this.#adapters?.unbind(seq.adapter.digest);
   }
 
   #flush(): void {
-    const adapterLoads = this.#adapters?.takeLoadTimes() ?? [];
-    if (this.#tokensOut.length === 0 && this.#doneOut.length === 0 && this.#errorsOut.length === 0 && adapterLoads.length === 0) return;
-    this.#post({ type: 'step', tokens: this.#tokensOut, done: this.#doneOut, errors: this.#errorsOut, adapterLoads });
-    this.#tokensOut = [];
-    this.#doneOut = [];
-    this.#errorsOut = [];
+    this.#outbox.flush(this.#adapters?.takeLoadTimes() ?? []);
   }
 
-  #validate(request: GenerationRequest): string | null {
-    const { vocabSize } = this.#decoder.config;
-    const n = request.promptIds.length;
-    if (n === 0) return 'the prompt is empty';
-    if (n >= this.#options.contextLength) {
-      return `the prompt has ${n} tokens but the context length is ${this.#options.contextLength}: at most ${this.#options.contextLength - 1} prompt tokens fit`;
-    }
-    const bad = request.promptIds.find((id) => !Number.isInteger(id) || id < 0 || id >= vocabSize);
-    if (bad !== undefined) return `prompt token id ${bad} is outside the vocabulary [0, ${vocabSize})`;
-    return validateSamplingParams(request.sampling, vocabSize);
+  #assertInvariants(): void {
+    const problems = this.invariantViolations();
+    if (problems.length > 0) throw new Error(`engine invariants broken: ${problems.join('; ')}`);
   }
 
-  #requireAdapters(): AdapterManager {
-    if (!this.#adapters) throw new AdapterError('adapter_unsupported', 'adapters', 'this server was started with --max-loras 0: adapters are disabled');
-    return this.#adapters;
-  }
-
-  #info(name: string): AdapterInfo {
-    const adapters = this.#requireAdapters();
-    const e = adapters.get(name);
-    if (!e) throw new AdapterError('adapter_not_found', name, `no adapter named '${name}' is registered`);
-    return { name: e.name, path: e.path, digest: e.digest, rank: e.rank, pinned: e.pinned, tier: adapters.tier(e.digest), activeRequests: adapters.inUse(e.digest) };
-  }
-
+  /** Stops accepting; after the deadline every request still in the engine ends with `shutting_down`, released between steps. */
   async #drain(deadlineMs: number): Promise<null> {
     this.#accepting = false;
     const deadline = performance.now() + deadlineMs;
-    while ((this.#running.length > 0 || this.#waiting.length > 0) && performance.now() < deadline) {
-      await new Promise((resolve) => setTimeout(resolve, 20));
-    }
-    for (const seq of [...this.#waiting, ...this.#running]) this.#fail(seq, 'shutting_down', 'the server shut down before the request finished');
-    this.#waiting.length = 0;
+    const pause = () => new Promise((resolve) => setTimeout(resolve, 20));
+    while ((this.#running.length > 0 || this.#waiting.length > 0) && performance.now() < deadline) await pause();
+    for (const seq of [...this.#waiting, ...this.#running.all]) this.#end(seq, { code: 'shutting_down', message: 'the server shut down before the request finished' });
+    if (!this.#inStep) this.#releaseEnded();
+    // A step in flight releases them when its runs finish.
+    while (this.#running.length > 0 || this.#waiting.length > 0) await pause();
     this.#flush();
     return null;
   }

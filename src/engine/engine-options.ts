@@ -1,4 +1,3 @@
-import type { LoraKernel } from '../../kernels/batched-lora.js';
 import type { Quantization } from '../model/quantizer.js';
 
 /** Everything the engine worker needs to start; validated by the caller (src/config.ts), plain data (crosses the worker boundary). */
@@ -22,8 +21,14 @@ export interface EngineOptions {
   maxLoraRank: number;
   /** Host-memory budget for loaded adapters, in bytes (the LRU tier between disk and slots). */
   maxCpuLoraBytes: number;
+  /** Adapter roots (`--adapter-dir`): the files of an adapter under a root must resolve inside the roots. Default: none. */
+  adapterRoots?: readonly string[];
+  /** Longest one adapter load from disk may take before it fails and its loader is replaced, in ms (default 30 s). */
+  adapterLoadTimeoutMs?: number;
   /** Most requests waiting to start; beyond it `submit` answers `queue_full`. */
   maxWaiting: number;
-  /** LoRA kernel for every step, or (default) chosen per step from the batch shape; forcing one is for benchmarks. */
-  loraKernel?: 'auto' | LoraKernel;
+  /** A request still waiting for its adapter's slot this long after arrival ends with `adapter_unavailable`. */
+  adapterWaitTimeoutMs: number;
+  /** Check the engine's bookkeeping invariants whenever the loop goes idle, and die loudly on a violation (tests, debugging). */
+  checkInvariants?: boolean;
 }

@@ -20,7 +20,7 @@ export interface TokenLogprob {
 export interface Usage {
   promptTokens: number;
   completionTokens: number;
-  /** Prompt tokens served from the prefix cache. */
+  /** Prompt tokens served from a prefix cache instead of being computed; 0 until the engine has a prefix cache. */
   cachedTokens: number;
 }
 
@@ -28,6 +28,7 @@ export interface Usage {
 export type EngineErrorCode =
   | 'adapter_not_found'
   | 'adapter_invalid'
+  | 'adapter_path_not_allowed'
   | 'adapter_unavailable'
   | 'invalid_request'
   | 'queue_full'
@@ -74,7 +75,7 @@ export interface AdapterInfo {
 export interface EngineStats {
   running: number;
   waiting: number;
-  /** KV rows in use / rows. */
+  /** KV positions holding a running sequence's computed tokens / all KV positions (rows × context length). */
   kvUsage: number;
   batchSize: number;
   maxLoras: number;
@@ -82,8 +83,8 @@ export interface EngineStats {
   waitingAdapters: string[];
   adapterLoads: { host: number; slot: number };
   adapterEvictions: { host: number; slot: number };
-  /** Model runs per LoRA kernel (runs whose rows used an adapter). */
-  loraKernelRuns: { gather: number; dense: number };
+  /** Model runs in which some row used an adapter. */
+  loraRuns: number;
   stepsTotal: number;
   tokensGenerated: number;
   promptTokens: number;

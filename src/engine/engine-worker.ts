@@ -23,9 +23,14 @@ try {
   const contextLength = Math.min(options.contextLength, model.config.maxPositionEmbeddings);
   let core: EngineCore | null = null;
   const adapters = options.maxLoras > 0
-    ? new AdapterManager(model.config, { maxLoras: options.maxLoras, maxRank: options.maxLoraRank, hostBytes: options.maxCpuLoraBytes, rows: options.maxBatch }, () => core?.wake())
+    ? new AdapterManager(model.config, {
+      maxLoras: options.maxLoras, maxRank: options.maxLoraRank, hostBytes: options.maxCpuLoraBytes, rows: options.maxBatch,
+      roots: options.adapterRoots, loadTimeoutMs: options.adapterLoadTimeoutMs,
+    }, () => core?.wake())
     : null;
-  core = new EngineCore(model.decoder, adapters, { ...options, contextLength }, post);
+  // LORASERVE_CHECK_INVARIANTS=1 (set by the test configuration) checks the engine's bookkeeping each time it goes idle.
+  const checkInvariants = options.checkInvariants ?? process.env.LORASERVE_CHECK_INVARIANTS === '1';
+  core = new EngineCore(model.decoder, adapters, { ...options, contextLength, checkInvariants }, post);
   const engine = core;
   port.on('message', (message: ToWorker) => {
     switch (message.type) {
@@ -46,7 +51,7 @@ try {
         );
     }
   });
-  post({ type: 'ready', config: model.config, contextLength });
+  post({ type: 'ready', config: model.config, contextLength, rebuildReason: model.rebuildReason ?? null });
   await engine.run();
   await adapters?.close();
   await model.decoder.release();

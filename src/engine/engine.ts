@@ -28,14 +28,19 @@ export class Engine {
   readonly #calls = new Map<number, { resolve: (v: CallResult) => void; reject: (e: Error) => void }>();
   readonly #ready: Promise<void>;
   #resolveReady: () => void = () => undefined;
-  #model: { config: ModelConfig; contextLength: number } | null = null;
+  #model: { config: ModelConfig; contextLength: number; rebuildReason: string | null } | null = null;
   readonly #adapterLoadListeners: ((tier: 'host' | 'slot', seconds: number) => void)[] = [];
+  readonly #failureListeners: ((reason: string) => void)[] = [];
   #nextCall = 0;
   #dead: string | null = null;
+  /** Set by `shutdown`: a worker that exits afterwards is not a failure. */
+  #shuttingDown = false;
+  readonly #maxWaiting: number;
 
-  private constructor(worker: Worker, tokenizer: Tokenizer) {
+  private constructor(worker: Worker, tokenizer: Tokenizer, maxWaiting: number) {
     this.#worker = worker;
     this.tokenizer = tokenizer;
+    this.#maxWaiting = maxWaiting;
     this.#ready = new Promise((resolve) => { this.#resolveReady = resolve; });
     worker.on('message', (message: FromWorker) => this.#onMessage(message));
     worker.on('error', (err) => this.#die(`engine worker failed: ${err.message}`));
@@ -45,7 +50,7 @@ export class Engine {
   /** Starts the worker and waits until the model is loaded; rejects with the worker's reason when it cannot start. */
   static async start(options: EngineOptions): Promise<Engine> {
     if (!existsSync(join(options.modelDir, 'tokenizer.json'))) throw new Error(`${options.modelDir}: no tokenizer.json`);
-    const engine = new Engine(spawnWorker(new URL('./engine-worker.js', import.meta.url), options), Tokenizer.fromDir(options.modelDir));
+    const engine = new Engine(spawnWorker(new URL('./engine-worker.js', import.meta.url), options), Tokenizer.fromDir(options.modelDir), options.maxWaiting);
     await engine.#ready;
     if (engine.#dead) {
       await engine.#worker.terminate();
@@ -56,6 +61,26 @@ export class Engine {
 
   get config(): ModelConfig {
     return (this.#model as { config: ModelConfig }).config;
+  }
+
+  /** Most requests that may wait to start (--max-waiting): one HTTP request can never need more. */
+  get maxWaiting(): number {
+    return this.#maxWaiting;
+  }
+
+  /** Why the engine stopped serving (its worker died or failed); null while it serves, and after a clean shutdown. */
+  get failure(): string | null {
+    return this.#shuttingDown ? null : this.#dead;
+  }
+
+  /** Called once if the engine stops serving other than by `shutdown` (the worker died or failed). */
+  onFailure(listener: (reason: string) => void): void {
+    this.#failureListeners.push(listener);
+  }
+
+  /** Why the cached model build was rejected and built again at start (corrupt, truncated, incomplete); null when it was sound or new. */
+  get rebuildReason(): string | null {
+    return this.#model?.rebuildReason ?? null;
   }
 
   /** Tokens per sequence, prompt and output together. */
@@ -101,8 +126,14 @@ export class Engine {
     return (await this.#call({ op: 'stats' })) as EngineStats;
   }
 
+  /** The engine's bookkeeping rules the worker's state breaks right now (rows, slots, references); empty when sound. */
+  async invariantViolations(): Promise<string[]> {
+    return (await this.#call({ op: 'check' })) as string[];
+  }
+
   /** Stops accepting requests, lets in-flight ones finish for up to `deadlineMs` (then ends them), and stops the worker. */
   async shutdown(deadlineMs: number): Promise<void> {
+    this.#shuttingDown = true;
     if (!this.#dead) {
       await this.#call({ op: 'drain', deadlineMs });
       const exited = new Promise((resolve) => this.#worker.once('exit', resolve));
@@ -141,7 +172,7 @@ export class Engine {
         this.#die(message.message);
         return;
       case 'ready':
-        this.#model = { config: message.config, contextLength: message.contextLength };
+        this.#model = { config: message.config, contextLength: message.contextLength, rebuildReason: message.rebuildReason };
         this.#resolveReady();
         return;
     }
@@ -169,5 +200,6 @@ export class Engine {
     for (const call of this.#calls.values()) call.reject(new EngineError(reason));
     this.#calls.clear();
     this.#resolveReady();
+    if (!this.#shuttingDown) for (const listener of this.#failureListeners) listener(reason);
   }
 }

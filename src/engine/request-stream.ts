@@ -1,7 +1,7 @@
 import { StreamingDetokenizer } from '../model/detokenizer.js';
 import type { Tokenizer } from '../model/tokenizer.js';
 import type { EngineErrorCode, FinishReason, GenerationEvent, GenerationRequest } from './engine-types.js';
-import { StopChecker } from './stop-criteria.js';
+import { StopStringMatcher } from './stop-criteria.js';
 import type { DoneOut, TokenOut } from './worker-protocol.js';
 
 /**
@@ -11,7 +11,7 @@ import type { DoneOut, TokenOut } from './worker-protocol.js';
 export class RequestStream implements AsyncIterable<GenerationEvent> {
   readonly request: GenerationRequest;
   readonly #detokenizer: StreamingDetokenizer;
-  readonly #stop: StopChecker;
+  readonly #stop: StopStringMatcher;
   readonly #onStop: () => void;
   readonly #queue: GenerationEvent[] = [];
   #notify: (() => void) | null = null;
@@ -22,7 +22,7 @@ export class RequestStream implements AsyncIterable<GenerationEvent> {
   constructor(request: GenerationRequest, tokenizer: Tokenizer, onStop: () => void) {
     this.request = request;
     this.#detokenizer = new StreamingDetokenizer(tokenizer, { skipSpecialTokens: true, promptIds: [...request.promptIds] });
-    this.#stop = new StopChecker({ stop: request.sampling.stop, stopTokenIds: [], eosTokenIds: [], ignoreEos: true, maxTokens: Number.POSITIVE_INFINITY });
+    this.#stop = new StopStringMatcher(request.sampling.stop);
     this.#onStop = onStop;
   }
 
@@ -34,18 +34,18 @@ export class RequestStream implements AsyncIterable<GenerationEvent> {
     if (this.#ended) return;
     this.#completionTokens++;
     const text = t.stopToken ? '' : this.#detokenizer.push(t.tokenId);
-    const check = this.#stop.check(t.tokenId, text, this.#completionTokens);
+    const check = this.#stop.check(text);
     this.#push({ type: 'token', tokenId: t.tokenId, text: check.emit, logprob: t.logprob, topLogprobs: t.topLogprobs });
-    if (check.stop) {
-      this.#end('stop', '', check.stop.matched ?? null);
+    if (check.stop !== null) {
+      this.#end('stop', '', check.stop);
       this.#onStop();
     }
   }
 
   onDone(d: DoneOut): void {
     if (this.#ended) return;
-    const check = this.#stop.check(-1, this.#detokenizer.flush(), this.#completionTokens);
-    this.#end(check.stop ? 'stop' : d.finishReason, check.emit + (check.stop ? '' : this.#stop.flush()), check.stop?.matched ?? d.stopReason, d.usage.cachedTokens, d.queueMs);
+    const check = this.#stop.check(this.#detokenizer.flush());
+    this.#end(check.stop !== null ? 'stop' : d.finishReason, check.emit + this.#stop.flush(), check.stop ?? d.stopReason, d.usage.cachedTokens, d.queueMs);
   }
 
   onError(code: EngineErrorCode, message: string): void {

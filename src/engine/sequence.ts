@@ -1,3 +1,4 @@
+// Runs in the engine worker.
 import type { AdapterEntry } from '../adapters/adapter-manager.js';
 import type { GenerationRequest } from './engine-types.js';
 import { SequenceSamplingState } from './sampler.js';
@@ -5,6 +6,7 @@ import { SequenceSamplingState } from './sampler.js';
 /**
  * One request inside the engine worker. Scheduling is in tokens (vLLM style): `tokens` is prompt + output so far,
  * `computed` how many of them are in the KV row; a step advances `computed` by a prefill chunk or by one decode token.
+ * A token is sampled only when every token is computed: the last run's logits are then the last token's.
  */
 export class Sequence {
   readonly request: GenerationRequest;
@@ -20,6 +22,11 @@ export class Sequence {
   computed = 0;
   readonly arrivedAt = performance.now();
   admittedAt = 0;
+  /**
+   * Its outcome (done, error or abort) is decided. It still holds its row, slot and adapter reference until the engine
+   * releases them between steps: a run in flight may still write its row.
+   */
+  ended = false;
 
   constructor(request: GenerationRequest, adapter: AdapterEntry | null, seed: number) {
     this.request = request;
@@ -37,8 +44,17 @@ export class Sequence {
     return this.tokens.length - this.promptLength;
   }
 
-  /** More than the last token is uncomputed: the prompt (or part of it) still needs a prefill. */
+  /**
+   * More than one token is uncomputed, so its next run is a prefill chunk. A decode run computes exactly one token per
+   * row: a sequence with one uncomputed token (its last sampled one, or the last prompt token after a chunk that
+   * stopped one short) decodes.
+   */
   get prefilling(): boolean {
     return this.tokens.length - this.computed > 1;
+  }
+
+  /** Every token is in the KV row: the last run's logits are those of the last token, so the next token can be sampled. */
+  get allComputed(): boolean {
+    return this.computed === this.tokens.length;
   }
 }

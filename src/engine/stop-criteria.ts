@@ -1,61 +1,57 @@
-export interface StopParams {
-  stop: readonly string[];
-  stopTokenIds: readonly number[];
-  eosTokenIds: readonly number[];
-  ignoreEos: boolean;
-  maxTokens: number;
-}
+// Pure functions and state of the stop rules: token stops run in the engine worker, stop strings on the main thread.
+import type { SamplingParams } from './sampling-params.js';
 
-export interface StopReason {
-  reason: 'stop' | 'length';
-  /** The stop string or stop/EOS token id that ended the sequence; absent for 'length'. */
-  matched?: string | number;
+/** Why generation ends with the token just sampled: EOS or a stop token id ('stop'), or no room left ('length'). */
+export type TokenStop = { reason: 'stop'; tokenId: number } | { reason: 'length' } | null;
+
+/**
+ * The engine's stop rule after each sampled token. EOS (unless ignore_eos) and stop token ids stop with the token;
+ * otherwise max_tokens output tokens, or a sequence that has reached the context length (prompt + output: the token just
+ * sampled is the last one that fits, and it is never computed), stop with 'length'.
+ */
+export function stopAfterToken(
+  tokenId: number,
+  params: Pick<SamplingParams, 'ignoreEos' | 'stopTokenIds' | 'maxTokens'>,
+  eosTokenIds: ReadonlySet<number>,
+  lengths: { output: number; total: number; context: number },
+): TokenStop {
+  if ((!params.ignoreEos && eosTokenIds.has(tokenId)) || params.stopTokenIds.includes(tokenId)) return { reason: 'stop', tokenId };
+  if (lengths.output >= params.maxTokens || lengths.total >= lengths.context) return { reason: 'length' };
+  return null;
 }
 
 export interface StopCheck {
-  stop: StopReason | null;
+  /** The stop string that ended the text, or null. */
+  stop: string | null;
   /** Text safe to emit now. */
   emit: string;
 }
 
 /**
- * Decides when a sequence stops and which of its text may be streamed. Text that could still turn out to be the start
- * of a stop string is held back (at most the longest stop string's length − 1 characters) until it either completes
- * the stop string, which is then cut with everything after it (as OpenAI does), or stops matching.
+ * Stop strings over streamed text, on the main thread (the worker sees only token ids). Text that could still turn out
+ * to be the start of a stop string is held back (at most the longest stop string's length − 1 characters) until it
+ * either completes the stop string, which is then cut with everything after it (as OpenAI does), or stops matching.
  *
  * When check() reports a stop, its `emit` already holds all the remaining text: nothing is held back any more, and a
- * flush() after it returns ''. flush() is for a sequence the caller ends itself (abort, context full).
+ * flush() after it returns ''. flush() is for a sequence that ends otherwise (EOS, length, abort).
  */
-export class StopChecker {
+export class StopStringMatcher {
   readonly #stop: readonly string[];
-  readonly #stopIds: ReadonlySet<number>;
-  readonly #maxTokens: number;
   readonly #maxHold: number;
   #held = '';
 
-  constructor(params: StopParams) {
-    this.#stop = params.stop;
-    this.#stopIds = new Set(params.ignoreEos ? params.stopTokenIds : [...params.stopTokenIds, ...params.eosTokenIds]);
-    this.#maxTokens = params.maxTokens;
-    this.#maxHold = Math.max(0, ...params.stop.map((s) => s.length - 1));
+  constructor(stop: readonly string[]) {
+    this.#stop = stop;
+    this.#maxHold = Math.max(0, ...stop.map((s) => s.length - 1));
   }
 
-  /**
-   * `newText` is the text the token added (may be '' while a multi-byte character is incomplete); `generatedCount` is
-   * the number of tokens generated so far, this one included. Stop token ids (and EOS unless ignoreEos) stop before
-   * their text; a stop string stops before itself; reaching maxTokens stops after this token's text.
-   */
-  check(tokenId: number, newText: string, generatedCount: number): StopCheck {
-    if (this.#stopIds.has(tokenId)) return { stop: { reason: 'stop', matched: tokenId }, emit: this.flush() };
+  /** `newText` is the text a token added (may be '' while a multi-byte character is incomplete). */
+  check(newText: string): StopCheck {
     const text = this.#held + newText;
     const match = this.#findStop(text, this.#held.length);
     if (match !== null) {
       this.#held = '';
-      return { stop: { reason: 'stop', matched: match.stop }, emit: text.slice(0, match.at) };
-    }
-    if (generatedCount >= this.#maxTokens) {
-      this.#held = '';
-      return { stop: { reason: 'length' }, emit: text };
+      return { stop: match.stop, emit: text.slice(0, match.at) };
     }
     const hold = this.#holdLength(text);
     this.#held = text.slice(text.length - hold);

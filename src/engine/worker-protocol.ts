@@ -9,9 +9,11 @@ export type EngineCall =
   | { op: 'adapter.pin'; name: string; pinned: boolean }
   | { op: 'adapter.list' }
   | { op: 'stats' }
+  /** The engine's invariant violations (see src/engine/invariants.ts); none while a step is in flight. */
+  | { op: 'check' }
   | { op: 'drain'; deadlineMs: number };
 
-export type CallResult = AdapterInfo | AdapterInfo[] | EngineStats | null;
+export type CallResult = AdapterInfo | AdapterInfo[] | EngineStats | string[] | null;
 
 /** Main thread → engine worker. */
 export type ToWorker =
@@ -47,7 +49,8 @@ export interface AdapterLoadOut {
 
 /** Engine worker → main thread. One `step` message per engine step carries every request's news. */
 export type FromWorker =
-  | { type: 'ready'; config: ModelConfig; contextLength: number }
+  /** `rebuildReason`: the cached model build failed verification and was built again (see build-cache.ts). */
+  | { type: 'ready'; config: ModelConfig; contextLength: number; rebuildReason: string | null }
   | { type: 'fatal'; message: string }
   | { type: 'step'; tokens: TokenOut[]; done: DoneOut[]; errors: { id: string; code: EngineErrorCode; message: string }[]; adapterLoads: AdapterLoadOut[] }
   | { type: 'reply'; callId: number; ok: true; value: CallResult }

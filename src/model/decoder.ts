@@ -1,7 +1,6 @@
 import { join } from 'node:path';
 import { GraphNames, LORA_GROUPS } from './graph-builder.js';
 import type { KvCache } from './kv-cache.js';
-import type { LoraKernel } from '../../kernels/batched-lora.js';
 import type { ModelConfig, Projection } from './model-config.js';
 import { PROJECTIONS, projectionShape } from './model-config.js';
 import type { Feed } from './onnx-runtime.js';
@@ -16,20 +15,10 @@ export interface ForwardBatch {
   pastLengths: readonly number[];
 }
 
-/**
- * The adapters of one forward run, for a graph built with `loraRank > 0`: each row's slot (0 = none), the slot
- * stacks' first `fedSlots` slots, which must cover every row's slot, and the rows' own copies of their adapter.
- */
+/** The adapters of one forward run, for a graph built with `loraRank > 0`: the rows' own copies of their adapter. */
 export interface LoraBatch {
-  rowSlots: readonly number[];
-  fedSlots: number;
-  kernel: LoraKernel;
   /** Indexed like PROJECTIONS: whether any row's adapter targets that projection. */
   activeProjections: readonly boolean[];
-  /** `[fedSlots, in, rank]` view of a projection's A stack. */
-  a(layer: number, projection: Projection): Float32Array;
-  /** `[fedSlots, rank, out]` view of a projection's B stack (scale folded in). */
-  b(layer: number, projection: Projection): Float32Array;
   /** `[rows, in, rank]`: the batch rows' copies of their adapter's A (zeros for a row without adapter). */
   rowA(layer: number, projection: Projection): Float32Array;
   /** `[rows, rank, out]`: the batch rows' copies of their adapter's B. */
@@ -97,7 +86,7 @@ export class Decoder {
       feeds[GraphNames.pastKey(l)] = { type: 'float32', data: kv.keyView(l, batch.firstRow, rows), dims: kvDims };
       feeds[GraphNames.pastValue(l)] = { type: 'float32', data: kv.valueView(l, batch.firstRow, rows), dims: kvDims };
     }
-    if (this.loraRank > 0) this.#loraFeeds(feeds, rows, seq, lora);
+    if (this.loraRank > 0) this.#loraFeeds(feeds, rows, lora);
     const out = await this.#session.run(feeds, this.#fetches);
     for (let l = 0; l < this.config.numLayers; l++) {
       const keys = out[GraphNames.newKey(l)].data;
@@ -107,17 +96,7 @@ export class Decoder {
     return out[GraphNames.logits].data;
   }
 
-  #loraFeeds(feeds: Record<string, Feed>, rows: number, seq: number, lora: LoraBatch | undefined): void {
-    const slots = lora?.fedSlots ?? 1;
-    const tokens = rows * seq;
-    const mask = new Float32Array(slots * tokens);
-    for (let r = 0; r < rows; r++) {
-      const slot = lora?.rowSlots[r] ?? 0;
-      if (slot >= slots) throw new Error(`row ${r} uses LoRA slot ${slot} but only ${slots} slots are fed`);
-      mask.fill(1, slot * tokens + r * seq, slot * tokens + (r + 1) * seq);
-    }
-    feeds[GraphNames.loraMask] = { type: 'float32', data: mask, dims: [slots, tokens] };
-    feeds[GraphNames.loraDense] = { type: 'bool', data: Uint8Array.of(lora?.kernel === 'dense' ? 1 : 0), dims: [] };
+  #loraFeeds(feeds: Record<string, Feed>, rows: number, lora: LoraBatch | undefined): void {
     const R = this.loraRank;
     LORA_GROUPS.forEach((group, i) => {
       const active = group.some((p) => lora?.activeProjections[PROJECTIONS.indexOf(p)]);
@@ -127,8 +106,6 @@ export class Decoder {
       const [k, n] = projectionShape(this.config, p);
       const none = this.#noAdapter.get(p) as { a: Float32Array; b: Float32Array };
       for (let l = 0; l < this.config.numLayers; l++) {
-        feeds[GraphNames.loraA(l, p)] = { type: 'float32', data: lora ? lora.a(l, p) : none.a, dims: [slots, k, R] };
-        feeds[GraphNames.loraB(l, p)] = { type: 'float32', data: lora ? lora.b(l, p) : none.b, dims: [slots, R, n] };
         feeds[GraphNames.loraRowA(l, p)] = lora ? { type: 'float32', data: lora.rowA(l, p), dims: [rows, k, R] } : { type: 'float32', data: none.a, dims: [1, k, R] };
         feeds[GraphNames.loraRowB(l, p)] = lora ? { type: 'float32', data: lora.rowB(l, p), dims: [rows, R, n] } : { type: 'float32', data: none.b, dims: [1, R, n] };
       }

@@ -1,6 +1,5 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { LoraStepInputs } from '../../kernels/batched-lora.js';
 import { emitBatchedLora } from '../../kernels/batched-lora.js';
 import type { ModelConfig, Projection } from './model-config.js';
 import { projectionShape, projectionWeightName } from './model-config.js';
@@ -44,11 +43,7 @@ export const GraphNames = {
   pastValue: (layer: number) => `past_value.${layer}`,
   newKey: (layer: number) => `new_key.${layer}`,
   newValue: (layer: number) => `new_value.${layer}`,
-  loraMask: 'lora_mask',
-  loraDense: 'lora_dense',
   loraActive: (group: number) => `lora_active.${LORA_GROUPS[group].join('+')}`,
-  loraA: (layer: number, projection: Projection) => `lora_a.${layer}.${projection}`,
-  loraB: (layer: number, projection: Projection) => `lora_b.${layer}.${projection}`,
   loraRowA: (layer: number, projection: Projection) => `lora_row_a.${layer}.${projection}`,
   loraRowB: (layer: number, projection: Projection) => `lora_row_b.${layer}.${projection}`,
 } as const;
@@ -66,10 +61,9 @@ const EPS_ATTR = (eps: number) => ({ float: eps });
  * `new_value.L` `[batch, seq, kv_heads * head_dim]`, which the engine writes into its cache. GQA's `present` outputs
  * stay internal: onnxruntime-node copies every graph output.
  *
- * With `loraRank > 0` every projection also adds the batched LoRA delta (kernels/batched-lora.ts) from slot stacks
- * fed as inputs: `lora_mask` `[slots, batch × seq]`, `lora_dense`, `lora_active.G` per group of LORA_GROUPS (bool scalars) and per layer and
- * projection the slot stacks `lora_a.L.P` `[slots, in, rank]`, `lora_b.L.P` `[slots, rank, out]` (dense kernel) and the
- * rows' copies `lora_row_a.L.P` `[batch, in, rank]`, `lora_row_b.L.P` `[batch, rank, out]` (gather kernel).
+ * With `loraRank > 0` every projection also adds the batched LoRA delta (kernels/batched-lora.ts) from inputs:
+ * `lora_active.G` per group of LORA_GROUPS (bool scalars) and per layer and projection the rows' copies of their
+ * adapter `lora_row_a.L.P` `[batch, in, rank]`, `lora_row_b.L.P` `[batch, rank, out]`.
  */
 export function buildDecoderGraph(config: ModelConfig, weights: WeightSource, options: BuildOptions, dir: string): void {
   const g = new OnnxGraph(join(dir, 'model.onnx.data'));
@@ -81,7 +75,7 @@ export function buildDecoderGraph(config: ModelConfig, weights: WeightSource, op
   const totalLength = g.input(GraphNames.totalSequenceLength, 'int32', []);
   g.output(GraphNames.logits, 'float32', ['batch', options.allLogits ? 'seq' : 1, V]);
 
-  const lora = options.loraRank > 0 ? loraStepInputs(g) : null;
+  const loraActive = options.loraRank > 0 ? LORA_GROUPS.map((_, i) => g.input(GraphNames.loraActive(i), 'bool', [])) : null;
   const rope = ropeCache(config, config.maxPositionEmbeddings);
   const cos = g.initializer('rope.cos', 'float32', [config.maxPositionEmbeddings, HD / 2], rope.cos);
   const sin = g.initializer('rope.sin', 'float32', [config.maxPositionEmbeddings, HD / 2], rope.sin);
@@ -95,17 +89,15 @@ export function buildDecoderGraph(config: ModelConfig, weights: WeightSource, op
       const [k, n] = projectionShape(config, p);
       return linear(x, projectionWeightName(layer, p), n, k);
     });
-    if (lora) {
+    if (loraActive) {
       const inputs = ps.map((p) => {
         const [k, n] = projectionShape(config, p);
         return {
-          a: g.input(GraphNames.loraA(layer, p), 'float32', ['lora_slots', k, options.loraRank]),
-          b: g.input(GraphNames.loraB(layer, p), 'float32', ['lora_slots', options.loraRank, n]),
           rowA: g.input(GraphNames.loraRowA(layer, p), 'float32', ['lora_rows', k, options.loraRank]),
           rowB: g.input(GraphNames.loraRowB(layer, p), 'float32', ['lora_rows', options.loraRank, n]),
         };
       });
-      ys = emitBatchedLora(g, x, ys, lora.step, inputs, lora.active[group]);
+      ys = emitBatchedLora(g, x, ys, inputs, loraActive[group]);
     }
     return ys.map((y, i) => {
       const p = ps[i];
@@ -165,13 +157,6 @@ export function buildDecoderGraph(config: ModelConfig, weights: WeightSource, op
   const logits = emitLinear(g, normed, lmHeadName, weights.read(lmHeadName), V, H, options, 'lm_head');
   g.node('Identity', [logits], {}, { outputs: [GraphNames.logits] });
   writeFileSync(join(dir, 'model.onnx'), g.finish(`loraserve-${config.architecture}`));
-}
-
-function loraStepInputs(g: OnnxGraph): { step: LoraStepInputs; active: string[] } {
-  const mask = g.input(GraphNames.loraMask, 'float32', ['lora_slots', 'tokens']);
-  const dense = g.input(GraphNames.loraDense, 'bool', []);
-  const active = LORA_GROUPS.map((_, i) => g.input(GraphNames.loraActive(i), 'bool', []));
-  return { step: { dense, mask: g.op('Unsqueeze', [mask, g.int64s('lora_mask.axes', [2])]) }, active };
 }
 
 /** `y = x · Wᵀ` for an HF weight `[n, k]`: MatMulNBits for int4/int8, MatMul on the transposed weight for fp32. */

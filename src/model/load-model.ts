@@ -23,6 +23,8 @@ export interface LoadedModel {
   /** Milliseconds spent opening, building (or reusing) and creating the session. */
   loadMs: number;
   cached: boolean;
+  /** Set when the cached build failed verification and was rebuilt: why, for the caller to log. */
+  rebuildReason?: string;
 }
 
 /** Opens an HF checkpoint, builds its graph (or reuses the cached build) and starts a session on it. */
@@ -42,5 +44,5 @@ export async function loadModel(options: LoadModelOptions): Promise<LoadedModel>
     checkpoint.close();
   }
   const decoder = await Decoder.load(built.dir, checkpoint.config, options.threads, buildOptions.loraRank);
-  return { config: checkpoint.config, decoder, loadMs: performance.now() - start, cached: built.cached };
+  return { config: checkpoint.config, decoder, loadMs: performance.now() - start, cached: built.cached, rebuildReason: built.rebuildReason };
 }

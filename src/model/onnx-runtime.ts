@@ -40,7 +40,11 @@ export class OrtSession {
     return this.#session.inputNames;
   }
 
-  /** Runs the graph and returns the named float outputs. Blocks the calling thread for the whole run. */
+  /**
+   * Runs the graph and returns the named float outputs. onnxruntime-node first yields to the event loop once
+   * (setImmediate), then blocks the calling thread for the whole run: messages and timers run in that window, while
+   * the feeds already point into engine memory, so nothing may free or move what a run reads until it resolves.
+   */
   async run(feeds: Record<string, Feed>, fetches: readonly string[]): Promise<Record<string, Output>> {
     const tensors: Record<string, ort.Tensor> = {};
     for (const [name, feed] of Object.entries(feeds)) tensors[name] = new ort.Tensor(feed.type, feed.data, feed.dims);

@@ -3,8 +3,10 @@ import { cpSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { adapterDigest } from '../../src/adapters/adapter-digest.js';
+import { adapterDigest, weightsDigest } from '../../src/adapters/adapter-digest.js';
 import { AdapterError } from '../../src/adapters/adapter-error.js';
+import { loadPeftAdapter } from '../../src/adapters/peft-loader.js';
+import { parseModelConfig } from '../../src/model/hf-config.js';
 import { synthAdapter } from '../../src/synth/adapter-synth.js';
 import { synthCheckpoint } from '../../src/synth/checkpoint-synth.js';
 
@@ -74,6 +76,31 @@ describe('adapterDigest', () => {
     renameSync(join(bin, 'adapter_model.safetensors'), join(bin, 'adapter_model.bin'));
     expect(() => adapterDigest(bin)).toThrow(AdapterError);
     expect(() => adapterDigest(bin)).toThrow('only adapter_model.safetensors');
-    expect(() => adapterDigest(join(root, 'missing'))).toThrow('no such adapter directory');
+    expect(() => adapterDigest(join(root, 'missing'))).toThrow('the adapter directory is missing');
+  });
+});
+
+describe('weightsDigest', () => {
+  const base = parseModelConfig(JSON.parse(readFileSync(join(baseDir, 'config.json'), 'utf8')), undefined, join(baseDir, 'config.json'));
+  const digest = (dir: string) => weightsDigest(loadPeftAdapter(dir, base, { maxRank: 8 }));
+
+  it('is the same for the same weights, wherever they are and however the config is written', () => {
+    expect(digest(copy())).toBe(digest(original));
+    const reformatted = copy();
+    const config = JSON.parse(readFileSync(join(reformatted, 'adapter_config.json'), 'utf8')) as Record<string, unknown>;
+    writeFileSync(join(reformatted, 'adapter_config.json'), JSON.stringify({ ...config, revision: 'other' }, null, 4));
+    expect(digest(reformatted)).toBe(digest(original));
+  });
+
+  it('changes with the scale or any weight', () => {
+    const alpha = copy();
+    const text = readFileSync(join(alpha, 'adapter_config.json'), 'utf8');
+    writeFileSync(join(alpha, 'adapter_config.json'), text.replace('"lora_alpha": 8', '"lora_alpha": 9'));
+    expect(digest(alpha)).not.toBe(digest(original));
+    const weight = copy();
+    const bytes = readFileSync(join(weight, 'adapter_model.safetensors'));
+    bytes[bytes.length - 2] ^= 1;
+    writeFileSync(join(weight, 'adapter_model.safetensors'), bytes);
+    expect(digest(weight)).not.toBe(digest(original));
   });
 });

@@ -4,7 +4,7 @@ import type { AdapterErrorCode } from '../../src/adapters/adapter-error.js';
 import { isTargeted, moduleLoraParams, parsePeftConfig } from '../../src/adapters/peft-config.js';
 import type { PeftConfig } from '../../src/adapters/peft-config.js';
 
-const SOURCE = '/adapters/x/adapter_config.json';
+const SOURCE = 'adapter_config.json';
 const Q0 = 'model.layers.0.self_attn.q_proj';
 const Q1 = 'model.layers.1.self_attn.q_proj';
 const V0 = 'model.layers.0.self_attn.v_proj';

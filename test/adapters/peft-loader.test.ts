@@ -196,7 +196,7 @@ describe('loadPeftAdapter', () => {
 
 describe('loadPeftAdapter refusals', () => {
   it('refuses a missing directory, config or weights file', () => {
-    expect(refusal(join(root, 'nope'), 'adapter_not_found').message).toContain('no such adapter directory');
+    expect(refusal(join(root, 'nope'), 'adapter_not_found').message).toBe('the adapter directory is missing or is not a directory');
     const noConfig = synth();
     rmSync(join(noConfig, 'adapter_config.json'));
     expect(refusal(noConfig, 'adapter_not_found').message).toContain('no adapter_config.json');
@@ -209,7 +209,7 @@ describe('loadPeftAdapter refusals', () => {
     const dir = synth();
     renameSync(weightsPath(dir), join(dir, 'adapter_model.bin'));
     const err = refusal(dir, 'adapter_unsupported');
-    expect(err.path).toBe(join(dir, 'adapter_model.bin'));
+    expect(err.path).toBe('adapter_model.bin');
     expect(err.message).toContain('only adapter_model.safetensors');
     expect(err.message).toContain('safe_serialization=True');
   });
@@ -218,7 +218,7 @@ describe('loadPeftAdapter refusals', () => {
     const dir = synth();
     writeFileSync(join(dir, 'adapter_config.json'), '{"r": 8,');
     const err = refusal(dir, 'adapter_invalid');
-    expect(err.message).toMatch(new RegExp(`^${join(dir, 'adapter_config.json')}: not valid JSON`));
+    expect(err.message).toMatch(/^adapter_config\.json: not valid JSON/);
   });
 
   it('refuses DoRA, modules_to_save, LoRA biases and a missing r from the config', () => {
@@ -232,7 +232,7 @@ describe('loadPeftAdapter refusals', () => {
       const dir = synth();
       editConfig(dir, fields);
       const err = refusal(dir, code);
-      expect(err.path).toBe(join(dir, 'adapter_config.json'));
+      expect(err.path).toBe('adapter_config.json');
       expect(err.message).toContain(fragment);
     }
   });
@@ -307,7 +307,7 @@ describe('loadPeftAdapter refusals', () => {
     const truncated = synth();
     truncateSync(weightsPath(truncated), statSync(weightsPath(truncated)).size - 4);
     const err = refusal(truncated, 'adapter_invalid');
-    expect(err.path).toBe(weightsPath(truncated));
+    expect(err.path).toBe('adapter_model.safetensors');
     expect(err.message).toContain('file is truncated');
     const garbage = synth();
     writeFileSync(weightsPath(garbage), Buffer.from([0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0, 1, 2, 3]));
@@ -325,7 +325,7 @@ describe('loadPeftAdapter refusals', () => {
     const untargeted = synth();
     editConfig(untargeted, { layers_to_transform: [0] });
     expect(refusal(untargeted, 'adapter_unexpected_tensor').message).toContain(
-      `tensor ${tensorName(1, 'q_proj', 'A')} is not explained by ${join(untargeted, 'adapter_config.json')}: module model.layers.1.self_attn.q_proj is not`,
+      `adapter_model.safetensors: tensor ${tensorName(1, 'q_proj', 'A')} is not explained by adapter_config.json: module model.layers.1.self_attn.q_proj is not`,
     );
 
     const named = synth();

@@ -28,29 +28,26 @@ describe('SlotManager', () => {
     const slots = new SlotManager(config, 3, 4, 3);
     expect(slots.acquire('a', weights(1))).toBe(1);
     expect(slots.acquire('b', weights(3, 2, ['q_proj']))).toBe(2);
-    const batch = slots.batch(0, [0, 2, 1], 'gather');
-    expect(batch.fedSlots).toBe(3);
+    const batch = slots.batch(0, [0, 2, 1]);
     expect(batch.activeProjections).toEqual(PROJECTIONS.map(() => true));
     const [k, n] = projectionShape(config, 'q_proj');
-    const a = batch.a(0, 'q_proj');
-    const b = batch.b(0, 'q_proj');
-    expect(a.length).toBe(3 * k * 4);
-    expect(Array.from(a.subarray(0, k * 4)).every((v) => v === 0)).toBe(true); // slot 0: no adapter
-    expect(Array.from(a.subarray(2 * k * 4, 2 * k * 4 + 4))).toEqual([3, 3, 0, 0]); // rank 2 padded to 4
-    expect(b[2 * 4 * n]).toBe(6); // 2 × 3
-    expect(Array.from(b.subarray(2 * 4 * n + 2 * n, 3 * 4 * n)).every((v) => v === 0)).toBe(true);
-    // Rows get their own copies; a row bound again to the same content is left as it is.
+    // Rows get their own copies: slot 0 (no adapter) is zeros, rank 2 is padded to 4, B carries the scale (2 × 3).
     slots.bindRow(0, 0);
     slots.bindRow(1, 2);
     slots.bindRow(2, 1);
     const rowA = batch.rowA(0, 'q_proj');
+    const rowB = batch.rowB(0, 'q_proj');
+    expect(rowA.length).toBe(3 * k * 4);
+    expect(Array.from(rowA.subarray(0, k * 4)).every((v) => v === 0)).toBe(true);
     expect(Array.from(rowA.subarray(k * 4, k * 4 + 4))).toEqual([3, 3, 0, 0]);
+    expect(rowB[4 * n]).toBe(6);
+    expect(Array.from(rowB.subarray(4 * n + 2 * n, 2 * 4 * n)).every((v) => v === 0)).toBe(true);
     expect(Array.from(rowA.subarray(2 * k * 4, 2 * k * 4 + 2))).toEqual([1, 1]);
     slots.moveRow(1, 0);
     expect(Array.from(batch.rowA(0, 'q_proj').subarray(0, 2))).toEqual([3, 3]);
     expect(batch.rowB(0, 'q_proj')[0]).toBe(6);
     // Only b targets q_proj: a batch of b alone leaves the other projections inactive.
-    expect(slots.batch(0, [2], 'gather').activeProjections).toEqual(PROJECTIONS.map((p) => p === 'q_proj'));
+    expect(slots.batch(0, [2]).activeProjections).toEqual(PROJECTIONS.map((p) => p === 'q_proj'));
   });
 
   it('evicts the least recently used unreferenced slot, never a referenced or pinned one', () => {

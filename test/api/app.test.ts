@@ -6,10 +6,9 @@ import { loadOpenApi, operations } from '../../src/api/openapi.js';
 import { buildApp } from '../../src/app.js';
 import type { GenerationEvent } from '../../src/engine/engine-types.js';
 import type { RunningServer } from '../../src/main.js';
-import { createLogger } from '../../src/observability/logger.js';
 import { synthAdapter } from '../../src/synth/adapter-synth.js';
 import type { Fixture } from './support.js';
-import { expectComponent, expectResponse, makeFixture, sseData, startTestServer } from './support.js';
+import { appDeps, expectComponent, expectResponse, makeFixture, sseData, startTestServer } from './support.js';
 
 let fixture: Fixture;
 let server: RunningServer;
@@ -43,7 +42,7 @@ describe('routes ⇄ openapi.yaml', () => {
   });
 
   it('refuses to build an app whose spec lacks an operation it has a handler for, or has one without a handler', async () => {
-    const deps = { engine: server.engine, modelName: 'tiny', modelDir: fixture.modelDir, adapterDirs: [], keys: { apiKey: null, adminKey: null }, bodyLimit: 1024, logger: createLogger('silent') };
+    const deps = appDeps(fixture, server.engine);
     const paths = Object.fromEntries(Object.entries(spec.paths).filter(([path]) => path !== '/tokenize'));
     await expect(buildApp({ ...deps, spec: { ...spec, paths } })).rejects.toThrow('handlers without an operation in openapi.yaml: tokenize');
     const extra = { ...spec.paths, '/v1/extra': { get: { operationId: 'extra', responses: {} } } };
@@ -98,21 +97,19 @@ describe('errors', () => {
   it('answers an engine failure with 500 naming the request id, without a stack, before and during a stream', async () => {
     const e = server.engine;
     const failing = (events: GenerationEvent[]): ServingEngine => ({
-      config: e.config, tokenizer: e.tokenizer, contextLength: e.contextLength, adapters: e.adapters,
+      config: e.config, tokenizer: e.tokenizer, contextLength: e.contextLength, maxWaiting: e.maxWaiting, failure: null, adapters: e.adapters,
       stats: () => e.stats(), abort: (id) => e.abort(id), onAdapterLoad: () => undefined,
       submit: () => (async function* () { yield* events; })(),
     });
     const boom: GenerationEvent = { type: 'error', code: 'engine_error', message: 'model run failed: boom' };
-    const deps = { modelName: 'tiny', modelDir: fixture.modelDir, adapterDirs: [], keys: { apiKey: null, adminKey: null }, bodyLimit: 1024, logger: createLogger('silent') };
-
-    const app = await buildApp({ ...deps, engine: failing([boom]) });
+    const app = await buildApp(appDeps(fixture, failing([boom])));
     const r = await app.inject({ method: 'POST', url: '/v1/completions', payload: { prompt: 'x' } });
     expect(r.statusCode).toBe(500);
     const id = r.headers['x-request-id'] as string;
     expect(r.json()).toEqual({ error: { message: `model run failed: boom (request id ${id})`, type: 'server_error', param: null, code: 'engine_error' } });
 
     const token: GenerationEvent = { type: 'token', tokenId: 104, text: 'h', logprob: null, topLogprobs: null };
-    const streaming = await buildApp({ ...deps, engine: failing([token, boom]) });
+    const streaming = await buildApp(appDeps(fixture, failing([token, boom])));
     const s = await streaming.inject({ method: 'POST', url: '/v1/completions', payload: { prompt: 'x', stream: true } });
     expect(s.statusCode).toBe(200);
     const events = sseData(s.body);
@@ -120,6 +117,7 @@ describe('errors', () => {
     expect(JSON.parse(events[1]).error).toMatchObject({ code: 'engine_error', type: 'server_error' });
     expect(events.at(-1)).toBe('[DONE]');
     expect(s.body).not.toMatch(/at .*\.ts:\d+/);
+    await Promise.all([app.close(), streaming.close()]);
   });
 });
 
@@ -229,8 +227,12 @@ describe('shutdown', () => {
     });
     const response = await inFlight;
     const closing = server.close(10_000);
-    const late = await fetch(`${server.url}/health`).then((r) => r.status, () => 'refused');
-    expect([503, 'refused']).toContain(late);
+    // The listener stays open while the request in flight finishes: health and new requests answer 503.
+    const late = await fetch(`${server.url}/health`);
+    expect(late.status).toBe(503);
+    expect(await late.json()).toMatchObject({ error: { code: 'shutting_down', type: 'service_unavailable_error' } });
+    const refused = await fetch(`${server.url}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ prompt: 'x' }) });
+    expect(refused.status).toBe(503);
     const events = sseData(await response.text());
     expect(events.at(-1)).toBe('[DONE]');
     expect(JSON.parse(events.at(-2) as string).usage.completion_tokens).toBe(200);

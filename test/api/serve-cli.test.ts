@@ -97,11 +97,12 @@ describe('loraserve serve on a checkpoint and adapters written by another tool',
 });
 
 describe('loraserve serve, default run and arguments', () => {
-  it('serves a synthesized demo model when no --model is given', async () => {
+  it('serves the embedded demo model and its adapters when no --model is given', async () => {
     const server = await serve(['--port', '0', '--threads', '1']);
     try {
-      const models = (await (await fetch(`${server.url}/v1/models`)).json()) as { data: object[] };
+      const models = (await (await fetch(`${server.url}/v1/models`)).json()) as { data: { id: string }[] };
       expect(models.data[0]).toMatchObject({ id: 'demo', parent: null });
+      expect(models.data.map((m) => m.id)).toEqual(expect.arrayContaining(['python-code', 'legal', 'verse']));
       const completion = (await (await json(`${server.url}/v1/completions`, { model: 'demo', prompt: 'Hello', max_tokens: 4 })).json()) as { usage: { completion_tokens: number } };
       expect(completion.usage.completion_tokens).toBeGreaterThan(0);
     } finally {

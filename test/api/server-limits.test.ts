@@ -52,6 +52,14 @@ describe('keys', () => {
     expect(((await ok.json()) as { data: { name: string }[] }).data.map((a) => a.name)).toEqual(['alpha']);
   });
 
+  it('shows the directories in /v1/models to the admin key only', async () => {
+    const withApiKey = JSON.stringify(await client.models.list());
+    expect(withApiKey).not.toContain(fixture.dir);
+    expect((await client.models.list()).data.map((m) => [m.id, (m as { root?: string }).root])).toEqual([['tiny', 'tiny'], ['alpha', 'alpha']]);
+    const withAdminKey = (await openAiClient(server, ADMIN_KEY).models.list()).data.map((m) => (m as { root?: string }).root);
+    expect(withAdminKey).toEqual([fixture.modelDir, join(fixture.root, 'alpha')]);
+  });
+
   it('leaves health and metrics open', async () => {
     expect((await fetch(`${server.url}/health`)).status).toBe(200);
     expect((await fetch(`${server.url}/metrics`)).status).toBe(200);
@@ -126,7 +134,7 @@ describe('observability', () => {
     const r = await client.completions.create({ ...short, model: 'alpha', prompt });
     const id = r.id.replace(/^cmpl-/, '');
     const generation = logs.records.find((rec) => rec.reqId === id && rec.msg === 'generation finished');
-    expect(generation).toMatchObject({ level: 30, adapter: 'alpha', outcome: 'length', promptTokens: prompt.length, completionTokens: 4, cachedTokens: 0 });
+    expect(generation).toMatchObject({ level: 30, adapter: 'alpha', outcome: 'length', promptTokens: prompt.length, completionTokens: 4 });
     expect(generation?.ttftMs).toEqual(expect.any(Number));
     expect(generation?.durationMs).toEqual(expect.any(Number));
     const request = logs.records.find((rec) => rec.reqId === id && rec.msg === 'request completed');

@@ -5,8 +5,10 @@ import { Writable } from 'node:stream';
 import type { FastifyInstance } from 'fastify';
 import OpenAI from 'openai';
 import { expect } from 'vitest';
+import type { ServingEngine } from '../../src/api/api-context.js';
 import type { OpenApiDocument } from '../../src/api/openapi.js';
 import { componentSchema, loadOpenApi, responseSchema } from '../../src/api/openapi.js';
+import type { AppDeps } from '../../src/app.js';
 import { parseServeConfig } from '../../src/config.js';
 import type { RunningServer } from '../../src/main.js';
 import { startServer } from '../../src/main.js';
@@ -61,6 +63,14 @@ export async function startTestServer(fixture: Fixture, flags: string[] = [], lo
     '--adapter-dir', fixture.root, '--context-length', '256', '--shutdown-timeout', '2', ...flags,
   ], {});
   return startServer(config, createLogger(logs ? 'info' : 'silent', logs));
+}
+
+/** buildApp's dependencies for an app on `engine` over the fixture, with the server's default limits and no keys. */
+export function appDeps(fixture: Fixture, engine: ServingEngine, logger = createLogger('silent')): AppDeps {
+  return {
+    engine, modelName: 'tiny', modelDir: fixture.modelDir, adapterDirs: [fixture.root], keys: { apiKey: null, adminKey: null },
+    bodyLimit: 4 * 1024 ** 2, requestTimeoutMs: 30_000, keepAliveTimeoutMs: 5_000, logger,
+  };
 }
 
 export function openAiClient(server: RunningServer, apiKey = 'unused'): OpenAI {

@@ -1,73 +1,31 @@
-import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { cpSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { AdapterError } from '../../src/adapters/adapter-error.js';
 import { Engine } from '../../src/engine/engine.js';
-import type { EngineOptions } from '../../src/engine/engine-options.js';
-import type { GenerationEvent, GenerationRequest } from '../../src/engine/engine-types.js';
-import type { SamplingParams } from '../../src/engine/sampling-params.js';
-import { DEFAULT_SAMPLING } from '../../src/engine/sampling-params.js';
+import type { GenerationEvent } from '../../src/engine/engine-types.js';
+import { ADAPTERS, cases, collect, engineOptions, expectSoundWhenIdle, registerAll, request, workDir } from './support.js';
 
-const MODEL = 'test/fixtures/hf/tiny-llama';
-const ADAPTERS = 'test/fixtures/hf/adapters';
-interface ExpectedCase { model: string; adapter: string | null; prompt_ids: number[]; greedy_ids: number[] }
-const cases = (JSON.parse(readFileSync('test/fixtures/hf/expected.json', 'utf8')) as { cases: ExpectedCase[] }).cases
-  .filter((c) => c.model === 'tiny-llama');
-const PROMPT = cases[0].prompt_ids;
-const work = mkdtempSync(join(tmpdir(), 'loraserve-engine-'));
-afterAll(() => rmSync(work, { recursive: true, force: true }));
-
-function options(overrides: Partial<EngineOptions> = {}): EngineOptions {
-  return {
-    modelDir: MODEL, quantization: 'fp32', threads: 2, cacheRoot: join(work, 'cache'), maxBatch: 16, contextLength: 128,
-    prefillChunk: 64, maxLoras: 4, maxLoraRank: 8, maxCpuLoraBytes: 64 * 2 ** 20, maxWaiting: 64, ...overrides,
-  };
-}
-
-let nextId = 0;
-function request(adapter: string | null, sampling: Partial<SamplingParams> = {}, promptIds = PROMPT): GenerationRequest {
-  return { id: `r${nextId++}`, promptIds, adapter, sampling: { ...DEFAULT_SAMPLING, temperature: 0, maxTokens: 16, ignoreEos: true, ...sampling } };
-}
-
-async function collect(events: AsyncIterable<GenerationEvent>): Promise<{ tokens: number[]; done: GenerationEvent | undefined; error: GenerationEvent | undefined }> {
-  const tokens: number[] = [];
-  let done;
-  let error;
-  for await (const e of events) {
-    if (e.type === 'token') tokens.push(e.tokenId);
-    else if (e.type === 'done') done = e;
-    else error = e;
-  }
-  return { tokens, done, error };
-}
-
-async function registerAll(engine: Engine, names: string[]): Promise<void> {
-  for (const name of names) await engine.adapters.register(name, join(ADAPTERS, name));
-}
+const work = workDir();
+afterAll(work.remove);
 
 describe('engine with the independent-tool adapters', () => {
   let engine: Engine;
   beforeAll(async () => {
-    engine = await Engine.start(options({ maxBatch: 24 }));
+    engine = await Engine.start(engineOptions(work.dir, { maxBatch: 24 }));
     await registerAll(engine, ['adapter-a', 'adapter-b', 'adapter-c', 'adapter-d']);
   });
+  afterEach(() => expectSoundWhenIdle(engine));
   afterAll(() => engine.shutdown(0));
 
-  it('gives every request in a mixed batch the PEFT tokens of its adapter, with both LoRA kernels', async () => {
-    const run = async (batch: ExpectedCase[], maxTokens = 16) => {
-      const results = await Promise.all(batch.map((c) => collect(engine.submit(request(c.adapter, { maxTokens })))));
-      results.forEach((r, i) => expect(r.tokens.slice(0, 16), `${batch[i].adapter}`).toEqual(batch[i].greedy_ids));
-      return (await engine.stats()).loraKernelRuns;
-    };
-    const start = (await engine.stats()).loraKernelRuns;
-    // Four adapters spread over the slots: gather.
-    const spread = await run([...cases, ...cases, ...cases]);
-    expect(spread.gather).toBeGreaterThan(start.gather);
-    // One adapter (fed slots 0 and 1) and 20 rows, long enough that all decode together: > 8 rows per fed slot, so dense.
-    const few = cases.slice(0, 2);
-    const dense = await run(Array.from({ length: 10 }, () => few).flat(), 32);
-    expect(dense.dense).toBeGreaterThan(spread.dense);
+  it('gives every request in a mixed batch the PEFT tokens of its adapter, and runs LoRA only where rows use it', async () => {
+    const start = (await engine.stats()).loraRuns;
+    const results = await Promise.all([...cases, ...cases, ...cases].map((c) => collect(engine.submit(request(c.adapter)))));
+    results.forEach((r, i) => expect(r.tokens, `${cases[i % cases.length].adapter}`).toEqual(cases[i % cases.length].greedy_ids));
+    expect((await engine.stats()).loraRuns).toBeGreaterThan(start);
+    const base = (await engine.stats()).loraRuns;
+    await collect(engine.submit(request(null)));
+    expect((await engine.stats()).loraRuns).toBe(base);
   });
 
   it('gives a seeded request the same tokens alone and inside a busy batch', async () => {
@@ -80,9 +38,23 @@ describe('engine with the independent-tool adapters', () => {
     expect(alone.tokens).toHaveLength(24);
   });
 
+  it('gives greedy requests bit-identical logprobs alone and in a batch of 20 mixed-adapter rows', async () => {
+    for (const c of cases) {
+      const logprobs = async (events: AsyncIterable<GenerationEvent>) => {
+        const out: (number | null)[] = [];
+        for await (const e of events) if (e.type === 'token') out.push(e.logprob);
+        return out;
+      };
+      const alone = await logprobs(engine.submit(request(c.adapter, { logprobs: 0 })));
+      const crowd = Array.from({ length: 19 }, (_, i) => collect(engine.submit(request(cases[i % cases.length].adapter, { maxTokens: 24 }))));
+      const inBatch = await logprobs(engine.submit(request(c.adapter, { logprobs: 0 })));
+      await Promise.all(crowd);
+      expect(inBatch, `${c.adapter}`).toEqual(alone);
+    }
+  });
+
   it('stops at a stop string across tokens and reports it', async () => {
-    const expected = cases[0];
-    const full = Buffer.from(expected.greedy_ids.filter((id) => id < 128)).toString('latin1');
+    const full = Buffer.from(cases[0].greedy_ids.filter((id) => id < 128)).toString('latin1');
     const stop = full.slice(3, 5);
     let text = '';
     let done: GenerationEvent | undefined;
@@ -106,7 +78,7 @@ describe('engine with the independent-tool adapters', () => {
 
   it('refuses each broken adapter with its own message and still serves the good ones', async () => {
     const broken = (name: string, edit: (dir: string) => void) => {
-      const dir = join(work, name);
+      const dir = join(work.dir, name);
       cpSync(join(ADAPTERS, 'adapter-a'), dir, { recursive: true });
       edit(dir);
       return dir;
@@ -119,8 +91,8 @@ describe('engine with the independent-tool adapters', () => {
       [broken('truncated', (d) => {
         const file = join(d, 'adapter_model.safetensors');
         writeFileSync(file, readFileSync(file).subarray(0, 2000));
-      }), 'adapter_invalid', /truncated/i],
-      [join(work, 'missing'), 'adapter_not_found', /missing/],
+      }), 'adapter_invalid', /runs past the end/],
+      [join(work.dir, 'missing'), 'adapter_not_found', /missing/],
     ];
     for (const [dir, code, message] of refusals) {
       const err = await engine.adapters.register('broken', dir).then(() => null, (e: unknown) => e);
@@ -131,80 +103,23 @@ describe('engine with the independent-tool adapters', () => {
     expect((await collect(engine.submit(request('adapter-c')))).tokens).toEqual(cases[3].greedy_ids);
   });
 
-  it('unregisters an adapter only after its in-flight request finishes, then refuses it', async () => {
+  it('unregisters an adapter only after its in-flight request finishes, refusing new requests at once', async () => {
     await engine.adapters.register('temp', join(ADAPTERS, 'adapter-d'));
-    const events = engine.submit(request('temp', { maxTokens: 16 }));
-    const iterator = events[Symbol.asyncIterator]();
-    await iterator.next();
+    const iterator = engine.submit(request('temp', { maxTokens: 100 }))[Symbol.asyncIterator]();
+    const first = await iterator.next();
     let unregistered = false;
     const unregistering = engine.adapters.unregister('temp').then(() => { unregistered = true; });
-    const tokens: number[] = [];
+    // The worker answers in order: when it reports the request still running, it has not finished the unregistration.
+    const [refused, stats] = await Promise.all([collect(engine.submit(request('temp'))), engine.stats()]);
+    expect(refused.error).toMatchObject({ code: 'adapter_not_found' });
+    expect(stats.running).toBe(1);
+    expect(unregistered).toBe(false);
+    const tokens = first.done || first.value.type !== 'token' ? [] : [first.value.tokenId];
     let last = await iterator.next();
     for (; !last.done && last.value.type === 'token'; last = await iterator.next()) tokens.push(last.value.tokenId);
     expect(last.value).toMatchObject({ type: 'done', finishReason: 'length' });
-    expect(tokens).toEqual(cases[4].greedy_ids.slice(1));
+    expect(tokens.slice(0, 16)).toEqual(cases[4].greedy_ids);
     await unregistering;
     expect(unregistered).toBe(true);
-    expect((await collect(engine.submit(request('temp')))).error).toMatchObject({ code: 'adapter_not_found' });
-  });
-});
-
-describe('engine scheduling', () => {
-  it('frees the row and the adapter slot of an aborted request so the next one runs', async () => {
-    const engine = await Engine.start(options({ maxBatch: 1, maxLoras: 1 }));
-    try {
-      await registerAll(engine, ['adapter-a', 'adapter-b']);
-      let seen = 0;
-      for await (const e of engine.submit(request('adapter-a', { maxTokens: 100 }))) {
-        if (e.type === 'token' && ++seen === 3) break;
-      }
-      // One row and one slot: this can only run if the aborted request gave both back.
-      expect((await collect(engine.submit(request('adapter-b')))).tokens).toEqual(cases[2].greedy_ids);
-      const stats = await engine.stats();
-      expect(stats).toMatchObject({ running: 0, waiting: 0 });
-    } finally {
-      await engine.shutdown(0);
-    }
-  });
-
-  it('serves more distinct adapters than slots by turns, and prefills in chunks, with unchanged tokens', async () => {
-    const engine = await Engine.start(options({ maxLoras: 1, prefillChunk: 3 }));
-    try {
-      await registerAll(engine, ['adapter-a', 'adapter-b', 'adapter-c', 'adapter-d']);
-      const results = await Promise.all(cases.map((c) => collect(engine.submit(request(c.adapter)))));
-      results.forEach((r, i) => expect(r.tokens).toEqual(cases[i].greedy_ids));
-      const stats = await engine.stats();
-      expect(stats.adapterEvictions.slot).toBeGreaterThanOrEqual(3);
-    } finally {
-      await engine.shutdown(0);
-    }
-  });
-
-  it('answers queue_full beyond the waiting bound', async () => {
-    const engine = await Engine.start(options({ maxBatch: 1, maxWaiting: 1, maxLoras: 0 }));
-    try {
-      const streams = Array.from({ length: 4 }, () => collect(engine.submit(request(null, { maxTokens: 8 }))));
-      const results = await Promise.all(streams);
-      const full = results.filter((r) => r.error);
-      expect(full.length).toBeGreaterThan(0);
-      for (const r of full) expect(r.error).toMatchObject({ code: 'queue_full' });
-      expect(results[0].tokens).toEqual(cases[0].greedy_ids.slice(0, 8));
-    } finally {
-      await engine.shutdown(0);
-    }
-  });
-
-  it('gives the same tokens alone and batched with the int4 graph', async () => {
-    const engine = await Engine.start(options({ quantization: 'int4' }));
-    try {
-      await registerAll(engine, ['adapter-a', 'adapter-b']);
-      const alone: number[][] = [];
-      for (const c of cases.slice(0, 3)) alone.push((await collect(engine.submit(request(c.adapter)))).tokens);
-      const batch = [...cases.slice(0, 3), ...cases.slice(0, 3), ...cases.slice(0, 3)];
-      const together = await Promise.all(batch.map((c) => collect(engine.submit(request(c.adapter)))));
-      together.forEach((r, i) => expect(r.tokens).toEqual(alone[i % 3]));
-    } finally {
-      await engine.shutdown(0);
-    }
   });
 });

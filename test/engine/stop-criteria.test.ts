@@ -1,80 +1,76 @@
 import { describe, expect, it } from 'vitest';
-import { StopChecker } from '../../src/engine/stop-criteria.js';
-import type { StopParams, StopReason } from '../../src/engine/stop-criteria.js';
+import { StopStringMatcher, stopAfterToken } from '../../src/engine/stop-criteria.js';
 
-const EOS = 2;
+const EOS = new Set([2]);
 
-function checker(overrides: Partial<StopParams> = {}): StopChecker {
-  return new StopChecker({ stop: [], stopTokenIds: [], eosTokenIds: [EOS], ignoreEos: false, maxTokens: 100, ...overrides });
-}
-
-/** Feeds token texts (token id 10 + index) and returns what was emitted per token and how it stopped. */
-function feed(c: StopChecker, texts: string[]): { emits: string[]; stop: StopReason | null } {
+/** Feeds token texts and returns what was emitted per token and the stop string that ended them. */
+function feed(m: StopStringMatcher, texts: string[]): { emits: string[]; stop: string | null } {
   const emits: string[] = [];
-  for (let i = 0; i < texts.length; i++) {
-    const r = c.check(10 + i, texts[i], i + 1);
+  for (const text of texts) {
+    const r = m.check(text);
     emits.push(r.emit);
-    if (r.stop) return { emits, stop: r.stop };
+    if (r.stop !== null) return { emits, stop: r.stop };
   }
   return { emits, stop: null };
 }
 
-describe('StopChecker', () => {
+describe('StopStringMatcher', () => {
   it('finds a stop string spread over three tokens and emits only the text before it', () => {
-    const c = checker({ stop: ['END'] });
-    expect(feed(c, ['hello E', 'N', 'D and more'])).toEqual({ emits: ['hello ', '', ''], stop: { reason: 'stop', matched: 'END' } });
-    expect(c.flush()).toBe('');
+    const m = new StopStringMatcher(['END']);
+    expect(feed(m, ['hello E', 'N', 'D and more'])).toEqual({ emits: ['hello ', '', ''], stop: 'END' });
+    expect(m.flush()).toBe('');
   });
 
   it('holds back only a tail that can still become a stop string, and releases it when it cannot', () => {
-    const c = checker({ stop: ['###'] });
-    expect(feed(c, ['a#', '#', 'b', 'c##'])).toEqual({ emits: ['a', '', '##b', 'c'], stop: null });
-    expect(c.flush()).toBe('##');
-    expect(c.flush()).toBe('');
+    const m = new StopStringMatcher(['###']);
+    expect(feed(m, ['a#', '#', 'b', 'c##'])).toEqual({ emits: ['a', '', '##b', 'c'], stop: null });
+    expect(m.flush()).toBe('##');
+    expect(m.flush()).toBe('');
   });
 
   it('handles a match that starts inside an earlier partial match', () => {
-    expect(feed(checker({ stop: ['ab'] }), ['a', 'a', 'b'])).toEqual({ emits: ['', 'a', ''], stop: { reason: 'stop', matched: 'ab' } });
-    expect(feed(checker({ stop: ['ab'] }), ['xaab'])).toEqual({ emits: ['xa'], stop: { reason: 'stop', matched: 'ab' } });
-    expect(feed(checker({ stop: ['aab'] }), ['a', 'a', 'a', 'b!'])).toEqual({
-      emits: ['', '', 'a', ''],
-      stop: { reason: 'stop', matched: 'aab' },
-    });
+    expect(feed(new StopStringMatcher(['ab']), ['a', 'a', 'b'])).toEqual({ emits: ['', 'a', ''], stop: 'ab' });
+    expect(feed(new StopStringMatcher(['ab']), ['xaab'])).toEqual({ emits: ['xa'], stop: 'ab' });
+    expect(feed(new StopStringMatcher(['aab']), ['a', 'a', 'a', 'b!'])).toEqual({ emits: ['', '', 'a', ''], stop: 'aab' });
   });
 
   it('stops at the earliest stop string in the text', () => {
-    expect(feed(checker({ stop: ['world', 'lo'] }), ['hello world'])).toEqual({ emits: ['hel'], stop: { reason: 'stop', matched: 'lo' } });
+    expect(feed(new StopStringMatcher(['world', 'lo']), ['hello world'])).toEqual({ emits: ['hel'], stop: 'lo' });
   });
 
   it('passes empty text (an incomplete character) through without stopping', () => {
-    expect(feed(checker({ stop: ['é!'] }), ['', 'é', '', '!'])).toEqual({ emits: ['', '', '', ''], stop: { reason: 'stop', matched: 'é!' } });
+    expect(feed(new StopStringMatcher(['é!']), ['', 'é', '', '!'])).toEqual({ emits: ['', '', '', ''], stop: 'é!' });
   });
 
-  it('stops on EOS without emitting its text, unless ignore_eos', () => {
-    const c = checker({ stop: ['##'] });
-    expect(c.check(5, 'x#', 1)).toEqual({ stop: null, emit: 'x' });
-    // The held '#' can no longer become a stop string: it is released, the EOS text is not.
-    expect(c.check(EOS, '</s>', 2)).toEqual({ stop: { reason: 'stop', matched: EOS }, emit: '#' });
-    expect(c.flush()).toBe('');
-    expect(checker({ ignoreEos: true }).check(EOS, '</s>', 1)).toEqual({ stop: null, emit: '</s>' });
+  it('emits everything at once without stop strings', () => {
+    expect(feed(new StopStringMatcher([]), ['a', 'b#', 'c'])).toEqual({ emits: ['a', 'b#', 'c'], stop: null });
+  });
+});
+
+describe('stopAfterToken', () => {
+  const params = { ignoreEos: false, stopTokenIds: [], maxTokens: 10 };
+  const lengths = { output: 3, total: 8, context: 64 };
+
+  it('goes on with an ordinary token', () => {
+    expect(stopAfterToken(5, params, EOS, lengths)).toBeNull();
   });
 
-  it('stops on stop token ids, even with ignore_eos', () => {
-    const c = checker({ stopTokenIds: [7, 8], ignoreEos: true });
-    expect(c.check(3, 'a', 1)).toEqual({ stop: null, emit: 'a' });
-    expect(c.check(8, '<|im_end|>', 2)).toEqual({ stop: { reason: 'stop', matched: 8 }, emit: '' });
+  it('stops on EOS unless ignore_eos', () => {
+    expect(stopAfterToken(2, params, EOS, lengths)).toEqual({ reason: 'stop', tokenId: 2 });
+    expect(stopAfterToken(2, { ...params, ignoreEos: true }, EOS, lengths)).toBeNull();
   });
 
-  it("stops with 'length' at max_tokens, emitting everything including held-back text", () => {
-    const c = checker({ stop: ['STOP'], maxTokens: 3 });
-    expect(feed(c, ['a', 'b', 'cST', 'never'])).toEqual({ emits: ['a', 'b', 'cST'], stop: { reason: 'length' } });
-    expect(c.flush()).toBe('');
+  it('stops on stop token ids, even with ignore_eos, before checking the length', () => {
+    expect(stopAfterToken(8, { ...params, stopTokenIds: [7, 8], ignoreEos: true }, EOS, { ...lengths, output: 10 })).toEqual({ reason: 'stop', tokenId: 8 });
   });
 
-  it('prefers a stop string completed by the last allowed token over length', () => {
-    expect(feed(checker({ stop: ['STOP'], maxTokens: 2 }), ['xST', 'OP'])).toEqual({
-      emits: ['x', ''],
-      stop: { reason: 'stop', matched: 'STOP' },
-    });
+  it("stops with 'length' at exactly max_tokens output tokens", () => {
+    expect(stopAfterToken(5, params, EOS, { ...lengths, output: 9 })).toBeNull();
+    expect(stopAfterToken(5, params, EOS, { ...lengths, output: 10 })).toEqual({ reason: 'length' });
+  });
+
+  it("stops with 'length' when the sequence has reached the context length, and not one token earlier", () => {
+    expect(stopAfterToken(5, params, EOS, { output: 3, total: 63, context: 64 })).toBeNull();
+    expect(stopAfterToken(5, params, EOS, { output: 3, total: 64, context: 64 })).toEqual({ reason: 'length' });
   });
 });

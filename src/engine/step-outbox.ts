@@ -1,0 +1,36 @@
+// Runs in the engine worker: what one step tells the main thread, sent as one message.
+import type { EngineErrorCode } from './engine-types.js';
+import type { AdapterLoadOut, DoneOut, FromWorker, TokenOut } from './worker-protocol.js';
+
+/** Collects a step's tokens, finished requests, errors and adapter loads, and posts them together. */
+export class StepOutbox {
+  readonly #post: (message: FromWorker) => void;
+  #tokens: TokenOut[] = [];
+  #done: DoneOut[] = [];
+  #errors: { id: string; code: EngineErrorCode; message: string }[] = [];
+
+  constructor(post: (message: FromWorker) => void) {
+    this.#post = post;
+  }
+
+  token(out: TokenOut): void {
+    this.#tokens.push(out);
+  }
+
+  done(out: DoneOut): void {
+    this.#done.push(out);
+  }
+
+  error(id: string, code: EngineErrorCode, message: string): void {
+    this.#errors.push({ id, code, message });
+  }
+
+  /** Posts what was collected (nothing when there is nothing to say). */
+  flush(adapterLoads: AdapterLoadOut[]): void {
+    if (this.#tokens.length === 0 && this.#done.length === 0 && this.#errors.length === 0 && adapterLoads.length === 0) return;
+    this.#post({ type: 'step', tokens: this.#tokens, done: this.#done, errors: this.#errors, adapterLoads });
+    this.#tokens = [];
+    this.#done = [];
+    this.#errors = [];
+  }
+}

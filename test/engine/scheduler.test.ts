@@ -1,0 +1,75 @@
+import { describe, expect, it } from 'vitest';
+import type { AdapterEntry, SlotAcquisition } from '../../src/adapters/adapter-manager.js';
+import { AdapterError } from '../../src/adapters/adapter-error.js';
+import { DEFAULT_SAMPLING } from '../../src/engine/sampling-params.js';
+import type { Admission } from '../../src/engine/scheduler.js';
+import { admissionPass } from '../../src/engine/scheduler.js';
+import { Sequence } from '../../src/engine/sequence.js';
+
+const policy = { agingMs: 1000, adapterWaitTimeoutMs: 5000 };
+
+function entry(name: string): AdapterEntry {
+  return { name, path: `/adapters/${name}`, digest: `digest-${name}`, rank: 8, pinned: false };
+}
+
+function seq(id: string, adapter: string | null): Sequence {
+  return new Sequence({ id, promptIds: [1, 2, 3], adapter, sampling: DEFAULT_SAMPLING }, adapter === null ? null : entry(adapter), 1);
+}
+
+/** Slots by adapter name: a number is the slot it gets, 'wait' that it has none now, 'error' that its load failed. */
+function acquirer(slots: Record<string, number | 'wait' | 'error'>) {
+  const asked: string[] = [];
+  const acquire = (s: Sequence): SlotAcquisition => {
+    const name = s.adapter?.name ?? '';
+    asked.push(s.id);
+    const got = slots[name];
+    if (got === 'wait') return { wait: true };
+    if (got === 'error') return { error: new AdapterError('adapter_invalid', 'adapter_model.safetensors', 'load failed', name) };
+    return { slot: got };
+  };
+  return { acquire, asked };
+}
+
+const ids = (admissions: Admission[]) => admissions.map((a) => `${a.type}:${a.seq.id}`);
+
+describe('admissionPass', () => {
+  it('admits in arrival order up to the free rows, base requests with slot 0', () => {
+    const waiting = [seq('a', 'x'), seq('b', null), seq('c', 'x')];
+    const { acquire } = acquirer({ x: 1 });
+    const out = admissionPass(waiting, 2, acquire, waiting[0].arrivedAt, policy);
+    expect(out).toEqual([{ type: 'admit', seq: waiting[0], slot: 1 }, { type: 'admit', seq: waiting[1], slot: 0 }]);
+  });
+
+  it('asks for no slot when no row is free, so no reference is taken for a request that cannot start', () => {
+    const waiting = [seq('a', 'x'), seq('b', null)];
+    const { acquire, asked } = acquirer({ x: 1 });
+    expect(admissionPass(waiting, 0, acquire, waiting[0].arrivedAt, policy)).toEqual([]);
+    expect(asked).toEqual([]);
+  });
+
+  it('passes a request waiting for its slot while it is young, admitting later ones', () => {
+    const waiting = [seq('cold', 'y'), seq('hot', 'x'), seq('base', null)];
+    const { acquire } = acquirer({ x: 1, y: 'wait' });
+    const out = admissionPass(waiting, 2, acquire, waiting[0].arrivedAt + policy.agingMs - 1, policy);
+    expect(ids(out)).toEqual(['admit:hot', 'admit:base']);
+  });
+
+  it('holds back later requests that need a slot once a blocked request has aged, but still admits base requests', () => {
+    const waiting = [seq('hot0', 'x'), seq('cold', 'y'), seq('hot1', 'x'), seq('base', null)];
+    const { acquire, asked } = acquirer({ x: 1, y: 'wait' });
+    const out = admissionPass(waiting, 3, acquire, waiting[1].arrivedAt + policy.agingMs, policy);
+    expect(ids(out)).toEqual(['admit:hot0', 'admit:base']);
+    expect(asked).toEqual(['hot0', 'cold']);
+  });
+
+  it('fails a request whose adapter load failed, and one still without a slot after the wait timeout', () => {
+    const waiting = [seq('broken', 'z'), seq('late', 'y'), seq('next', 'x')];
+    const { acquire } = acquirer({ x: 2, y: 'wait', z: 'error' });
+    const out = admissionPass(waiting, 1, acquire, waiting[1].arrivedAt + policy.adapterWaitTimeoutMs, policy);
+    expect(out).toMatchObject([
+      { type: 'fail', seq: waiting[0], code: 'adapter_invalid', message: "adapter 'z': adapter_model.safetensors: load failed" },
+      { type: 'fail', seq: waiting[1], code: 'adapter_unavailable' },
+      { type: 'admit', seq: waiting[2], slot: 2 },
+    ]);
+  });
+});
