@@ -6,7 +6,8 @@
 // a fresh [rows, vocab] output of the model would be. The `flat` rows (N(0, 1), no head) are the worst case for
 // top_p: its nucleus then holds most of the vocabulary.
 import { parseArgs } from 'node:util';
-import { Sampler, SequenceSamplingState } from '../src/engine/sampler.js';
+import { Sampler } from '../src/engine/sampler.js';
+import { SequenceSamplingState } from '../src/engine/sequence-sampling-state.js';
 import { DEFAULT_SAMPLING } from '../src/engine/sampling-params.js';
 import type { SamplingParams } from '../src/engine/sampling-params.js';
 import { Random } from '../src/synth/random.js';

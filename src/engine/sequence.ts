@@ -1,7 +1,7 @@
 // Runs in the engine worker.
 import type { AdapterEntry } from '../adapters/adapter-manager.js';
 import type { GenerationRequest } from './engine-types.js';
-import { SequenceSamplingState } from './sampler.js';
+import { SequenceSamplingState } from './sequence-sampling-state.js';
 
 /**
  * One request inside the engine worker. Scheduling is in tokens (vLLM style): `tokens` is prompt + output so far,

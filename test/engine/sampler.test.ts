@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { Sampler, SequenceSamplingState } from '../../src/engine/sampler.js';
+import { Sampler } from '../../src/engine/sampler.js';
+import { SequenceSamplingState } from '../../src/engine/sequence-sampling-state.js';
 import { DEFAULT_SAMPLING, validateSamplingParams } from '../../src/engine/sampling-params.js';
 import type { SamplingParams } from '../../src/engine/sampling-params.js';
 import { Random } from '../../src/synth/random.js';
