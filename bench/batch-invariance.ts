@@ -1,7 +1,7 @@
 // Batch invariance on a qwen2.5-0.5b-shaped checkpoint: greedy requests run alone (batch 1) and all at once (one batch),
 // base and with rank-16 adapters; prints how many token sequences are identical and the largest logprob difference
 // over the tokens both runs share. Prints one JSON object.
-// Usage: npm run bench:batch-invariance [-- --quant int4|int8 --requests 16 --tokens 32]
+// Usage: npm run bench:batch-invariance [-- --quant int4|int8|fp32 --requests 16 --tokens 32 --runtime auto|native|stock]
 import { mkdtempSync, rmSync } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -10,6 +10,7 @@ import { Engine } from '../src/engine/engine.js';
 import type { GenerationEvent } from '../src/engine/engine-types.js';
 import { DEFAULT_SAMPLING } from '../src/engine/sampling-params.js';
 import { PROJECTIONS } from '../src/model/model-config.js';
+import type { RuntimeChoice } from '../src/model/load-model.js';
 import type { Quantization } from '../src/model/quantizer.js';
 import { Random } from '../src/synth/random.js';
 import { synthAdapter } from '../src/synth/adapter-synth.js';
@@ -21,6 +22,7 @@ const { values } = parseArgs({
     requests: { type: 'string', default: '16' },
     tokens: { type: 'string', default: '32' },
     threads: { type: 'string', default: String(availableParallelism()) },
+    runtime: { type: 'string', default: 'auto' },
   },
 });
 const requests = Number(values.requests);
@@ -36,6 +38,7 @@ const adapters = ['x', 'y'].map((name, i) => {
 const engine = await Engine.start({
   modelDir, quantization: values.quant as Quantization, threads: Number(values.threads), maxBatch: requests, contextLength: 512,
   prefillChunk: 512, maxLoras: 2, maxLoraRank: 16, maxCpuLoraBytes: 2 ** 30, maxWaiting: requests, adapterWaitTimeoutMs: Number.POSITIVE_INFINITY,
+  runtime: values.runtime as RuntimeChoice,
 });
 for (const a of adapters) await engine.adapters.register(a.name, a.dir);
 
@@ -76,7 +79,7 @@ const summarize = (filter: (r: (typeof rows)[number]) => boolean) => {
   return { requests: r.length, identical: r.filter((x) => x.identical).length, max_logprob_diff: Math.max(0, ...r.map((x) => x.maxLogprobDiff)) };
 };
 console.log(JSON.stringify({
-  benchmark: 'batch-invariance', model: 'qwen2.5-0.5b', quantization: values.quant, threads: Number(values.threads), batch: requests, max_tokens: maxTokens,
+  benchmark: 'batch-invariance', model: 'qwen2.5-0.5b', runtime: engine.runtime, quantization: values.quant, threads: Number(values.threads), batch: requests, max_tokens: maxTokens,
   base: summarize((r) => r.adapter === null),
   adapters: summarize((r) => r.adapter !== null),
   rows,

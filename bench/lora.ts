@@ -1,6 +1,6 @@
 // Multi-adapter decode throughput through the engine on a qwen2.5-0.5b-shaped int4 checkpoint with rank-16 adapters
 // on all 7 projections, and adapter cold-load latency. Prints one JSON object.
-// Usage: npm run bench:lora [-- --registered 1000 --concurrency 16,32 --tokens 64]
+// Usage: npm run bench:lora [-- --registered 1000 --concurrency 16,32 --tokens 64 --runtime stock,native --decode-only]
 import { existsSync, linkSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
@@ -8,6 +8,7 @@ import { parseArgs } from 'node:util';
 import { Engine } from '../src/engine/engine.js';
 import type { EngineOptions } from '../src/engine/engine-options.js';
 import type { GenerationRequest } from '../src/engine/engine-types.js';
+import type { RuntimeChoice } from '../src/model/load-model.js';
 import { DEFAULT_SAMPLING } from '../src/engine/sampling-params.js';
 import { defaultCacheRoot } from '../src/model/build-cache.js';
 import { PROJECTIONS } from '../src/model/model-config.js';
@@ -25,6 +26,8 @@ const { values } = parseArgs({
     'cold-loads': { type: 'string', default: '20' },
     /** Stop after (a)–(c): skips registering 1,000 adapters. */
     'decode-only': { type: 'boolean', default: false },
+    /** Runtimes whose (a)–(c) are measured one after the other in this process; (d) and the cold loads use the last. */
+    runtime: { type: 'string', default: 'stock,native' },
   },
 });
 const registered = Number(values.registered);
@@ -93,36 +96,56 @@ async function decodeThroughput(engine: Engine, adapters: (string | null)[]): Pr
 }
 
 const round = (x: number) => Math.round(x * 10) / 10;
+const runtimes = values.runtime.split(',') as RuntimeChoice[];
 const result: Record<string, unknown> = {
   benchmark: 'lora', model: 'qwen2.5-0.5b', quantization: 'int4', rank: 16, targets: 'all 7 projections', threads: baseOptions.threads,
   prompt_tokens: promptLength, max_tokens: maxTokens, max_loras: baseOptions.maxLoras,
 };
 
-// (a0) the same base graph built without LoRA inputs: what an adapter-free deployment gets.
-const plain = await Engine.start({ ...baseOptions, maxLoras: 0 });
-await decodeThroughput(plain, Array(maxConcurrency).fill(null)); // warm-up: first runs of a session are slow
-const decode: Record<string, Record<string, number>> = { no_lora_graph: {} };
-for (const n of concurrencies) decode.no_lora_graph[`c${n}`] = round(await decodeThroughput(plain, Array(n).fill(null)));
-await plain.shutdown(0);
-
-let engine = await Engine.start(baseOptions);
-for (let i = 0; i < 8; i++) await engine.adapters.register(`warm${i}`, adapterDir(i));
-await decodeThroughput(engine, Array.from({ length: maxConcurrency }, (_, i) => (i % 2 ? `warm${i % 8}` : null)));
-decode.a_no_adapter = {};
-decode.b_one_adapter = {};
-decode.c_8_adapters = {};
-for (const n of concurrencies) {
-  decode.a_no_adapter[`c${n}`] = round(await decodeThroughput(engine, Array(n).fill(null)));
-  decode.b_one_adapter[`c${n}`] = round(await decodeThroughput(engine, Array(n).fill('warm0')));
-  decode.c_8_adapters[`c${n}`] = round(await decodeThroughput(engine, Array.from({ length: n }, (_, i) => `warm${i % 8}`)));
+/** Decode tok/s per scenario and concurrency: (a0) no LoRA inputs, (a) LoRA graph without adapters, (b) one, (c) 8. */
+async function decodeScenarios(runtime: RuntimeChoice): Promise<Record<string, Record<string, number>>> {
+  // (a0) the same base graph built without LoRA inputs: what an adapter-free deployment gets.
+  const plain = await Engine.start({ ...baseOptions, maxLoras: 0, runtime });
+  await decodeThroughput(plain, Array(maxConcurrency).fill(null)); // warm-up: first runs of a session are slow
+  const decode: Record<string, Record<string, number>> = { no_lora_graph: {}, a_no_adapter: {}, b_one_adapter: {}, c_8_adapters: {} };
+  for (const n of concurrencies) decode.no_lora_graph[`c${n}`] = round(await decodeThroughput(plain, Array(n).fill(null)));
+  await plain.shutdown(0);
+  const engine = await Engine.start({ ...baseOptions, runtime });
+  for (let i = 0; i < 8; i++) await engine.adapters.register(`warm${i}`, adapterDir(i));
+  await decodeThroughput(engine, Array.from({ length: maxConcurrency }, (_, i) => (i % 2 ? `warm${i % 8}` : null)));
+  for (const n of concurrencies) {
+    decode.a_no_adapter[`c${n}`] = round(await decodeThroughput(engine, Array(n).fill(null)));
+    decode.b_one_adapter[`c${n}`] = round(await decodeThroughput(engine, Array(n).fill('warm0')));
+    decode.c_8_adapters[`c${n}`] = round(await decodeThroughput(engine, Array.from({ length: n }, (_, i) => `warm${i % 8}`)));
+  }
+  await engine.shutdown(0);
+  return decode;
 }
-await engine.shutdown(0);
 
+/** Each adapter scenario's cost against the graph without LoRA inputs (what an adapter-free deployment gets) and (a). */
+function overheads(decode: Record<string, Record<string, number>>): Record<string, Record<string, Record<string, string>>> {
+  const out: Record<string, Record<string, Record<string, string>>> = {};
+  for (const against of ['no_lora_graph', 'a_no_adapter']) {
+    out[`vs_${against}`] = {};
+    for (const scenario of ['b_one_adapter', 'c_8_adapters', 'd_distinct_of_1000'].filter((x) => x in decode)) {
+      out[`vs_${against}`][scenario] = {};
+      for (const n of concurrencies) out[`vs_${against}`][scenario][`c${n}`] = `${round((decode[against][`c${n}`] / decode[scenario][`c${n}`] - 1) * 100)}%`;
+    }
+  }
+  return out;
+}
+
+const decodeByRuntime: Record<string, Record<string, Record<string, number>>> = {};
+for (const runtime of runtimes) decodeByRuntime[runtime] = await decodeScenarios(runtime);
+result.decode_tokens_per_s = decodeByRuntime;
 if (values['decode-only']) {
-  console.log(JSON.stringify({ ...result, decode_tokens_per_s: decode }));
+  result.overhead = Object.fromEntries(runtimes.map((r) => [r, overheads(decodeByRuntime[r])]));
+  console.log(JSON.stringify(result));
   process.exit(0);
 }
-engine = await Engine.start(baseOptions);
+
+const last = runtimes[runtimes.length - 1];
+const engine = await Engine.start({ ...baseOptions, runtime: last });
 for (let i = 0; i < 8; i++) await engine.adapters.register(`warm${i}`, adapterDir(i));
 
 // (d) 1,000 registered adapters, every request a different one: most come from disk through both tiers. The window
@@ -130,21 +153,13 @@ for (let i = 0; i < 8; i++) await engine.adapters.register(`warm${i}`, adapterDi
 const registerStart = performance.now();
 for (let i = 8; i < registered; i++) await engine.adapters.register(`a${i}`, adapterDir(i));
 result.register_ms_per_adapter = round((performance.now() - registerStart) / Math.max(1, registered - 8));
+const decode = decodeByRuntime[last];
 decode.d_distinct_of_1000 = {};
 let cursor = 8;
 for (const n of concurrencies) {
   decode.d_distinct_of_1000[`c${n}`] = round(await decodeThroughput(engine, Array.from({ length: n }, () => `a${cursor++}`)));
 }
-result.decode_tokens_per_s = decode;
-// Overhead against the graph without LoRA inputs (what an adapter-free deployment gets) and against (a).
-for (const against of ['no_lora_graph', 'a_no_adapter']) {
-  const overhead: Record<string, Record<string, string>> = {};
-  for (const scenario of ['b_one_adapter', 'c_8_adapters', 'd_distinct_of_1000']) {
-    overhead[scenario] = {};
-    for (const n of concurrencies) overhead[scenario][`c${n}`] = `${round((decode[against][`c${n}`] / decode[scenario][`c${n}`] - 1) * 100)}%`;
-  }
-  result[`overhead_vs_${against}`] = overhead;
-}
+result.overhead = Object.fromEntries(runtimes.map((r) => [r, overheads(decodeByRuntime[r])]));
 
 // Cold load: time to a first token for an adapter only on disk (registered early, since pushed out of the host tier
 // by later registrations), minus the same for a resident one.
@@ -165,6 +180,7 @@ const warmMs = median(warm);
 const loads = cold.map((ms) => ms - warmMs).sort((a, b) => a - b);
 const stats = await engine.stats();
 result.cold_load_ms = {
+  runtime: engine.runtime,
   p50: round(median(loads)), p99: round(loads[Math.min(loads.length - 1, Math.ceil(loads.length * 0.99) - 1)]), samples: loads.length,
   resident_first_token_ms: round(warmMs),
 };

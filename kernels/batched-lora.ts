@@ -23,6 +23,21 @@ export interface LoraProjectionInputs {
  * neighbours are. (A dense formulation, one GEMM per slot over all tokens with a one-hot mask, summed the products in
  * an order that depended on the batch, and changed greedy tokens at small top-1/top-2 gaps; it was removed.)
  */
+/** One projection's adapter slot stacks as the native operator reads them: `a` `[slots, in, R]`, `b` `[slots, R, out]`. */
+export interface NativeLoraProjectionInputs {
+  a: string;
+  b: string;
+}
+
+/**
+ * The same delta through the native `com.loraserve.BatchedLora` operator (kernels/native/lora-op.h): one call per group
+ * over the slot stacks themselves (no per-row copies), segmented by slot, each slot at its own rank (`slotRanks`), rows
+ * on slot 0 passed through bit for bit. `rowSlots` `[batch]` int32 is each row's slot.
+ */
+export function emitNativeBatchedLora(g: GraphOps, x: string, ys: string[], ps: NativeLoraProjectionInputs[], rowSlots: string, slotRanks: string): string[] {
+  return g.node('BatchedLora', [x, rowSlots, slotRanks, ...ps.flatMap((p, i) => [ys[i], p.a, p.b])], {}, { domain: 'com.loraserve', outputs: ps.length });
+}
+
 export function emitBatchedLora(g: GraphOps, x: string, ys: string[], ps: LoraProjectionInputs[], active: string): string[] {
   const gather = () => ps.map((p, i) => g.op('Add', [ys[i], g.op('MatMul', [g.op('MatMul', [x, p.rowA]), p.rowB])]));
   return g.ifElse(active, gather, () => ys);

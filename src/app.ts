@@ -127,7 +127,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
       ...adapterRoutes(ctx),
       ...generateRoutes(ctx),
       ...tokenizeRoutes(ctx),
-      ...healthRoutes(),
+      ...healthRoutes(ctx),
       ...metricsRoutes(ctx),
     });
   } catch (err) {

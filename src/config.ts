@@ -1,6 +1,8 @@
 import { availableParallelism } from 'node:os';
 import { delimiter } from 'node:path';
 import { parseArgs } from 'node:util';
+import type { RuntimeChoice } from './model/load-model.js';
+import { RUNTIME_CHOICES } from './model/load-model.js';
 import type { Quantization } from './model/quantizer.js';
 import { QUANTIZATIONS } from './model/quantizer.js';
 import type { OptionSpec, Raw } from './setting-reader.js';
@@ -41,6 +43,8 @@ export interface ModelSettings {
   contextLength: number | null;
   /** Build cache root; null: `defaultCacheRoot()`. */
   cacheDir: string | null;
+  /** 'auto': the native runtime where it can be loaded, else stock (with a log line saying why); or forced. */
+  runtime: RuntimeChoice;
 }
 
 /** Batching and admission. */
@@ -115,6 +119,10 @@ export const SERVE_OPTIONS: readonly OptionSpec[] = [
     help: "how long a request may wait for its adapter's slot before it fails with 503 adapter_unavailable",
   },
   { flag: 'threads', env: 'LORASERVE_THREADS', arg: 'N', default: 'all cores', help: 'ONNX Runtime threads' },
+  {
+    flag: 'runtime', env: 'LORASERVE_RUNTIME', arg: 'R', default: 'auto',
+    help: "auto | native | stock: native is the project's binding (LoRA kernels, KV cache in place); auto falls back to stock (onnxruntime-node) where native cannot load",
+  },
   { flag: 'api-key', env: 'LORASERVE_API_KEY', arg: 'KEY', help: 'require "Authorization: Bearer KEY" on inference routes' },
   { flag: 'admin-key', env: 'LORASERVE_ADMIN_KEY', arg: 'KEY', help: 'require this key for adapter management (default: the API key)' },
   { flag: 'body-limit', env: 'LORASERVE_BODY_LIMIT', arg: 'SIZE', default: '4MiB', help: 'largest request body' },
@@ -191,6 +199,7 @@ export function parseServeConfig(argv: readonly string[], env: NodeJS.ProcessEnv
       servedModelName: read.string('served-model-name'),
       quantization: (read.choice('quant', QUANTIZATIONS) ?? 'int4') as Quantization,
       threads: read.integer('threads', 1) ?? availableParallelism(),
+      runtime: (read.choice('runtime', RUNTIME_CHOICES) ?? 'auto') as RuntimeChoice,
       contextLength: read.integer('context-length', 2),
       cacheDir: read.string('cache-dir'),
     },

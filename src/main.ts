@@ -30,6 +30,7 @@ export async function startServer(config: ServeConfig, logger: Logger): Promise<
   if (modelDir === null) throw new ConfigError('--model is required');
   const modelName = config.model.servedModelName ?? basename(modelDir);
   const engine = await Engine.start(engineOptions(config, modelDir));
+  if (engine.runtimeNote !== null) logger.warn({ reason: engine.runtimeNote }, 'the native runtime is not available: serving on the stock onnxruntime-node path');
   if (engine.rebuildReason !== null) logger.warn({ reason: engine.rebuildReason }, 'the cached model build failed verification and was built again');
   let app: FastifyInstance | null = null;
   let draining = false;
@@ -65,7 +66,7 @@ export async function startServer(config: ServeConfig, logger: Logger): Promise<
     draining = true;
     await close(running, engine, deadlineMs);
   };
-  logger.info({ url: `http://${host}:${address.port}`, model: modelName, contextLength: engine.contextLength, adapters: config.adapters.preload.map((a) => a.name) }, 'listening');
+  logger.info({ url: `http://${host}:${address.port}`, model: modelName, runtime: engine.runtime, contextLength: engine.contextLength, adapters: config.adapters.preload.map((a) => a.name) }, 'listening');
   return {
     app: running,
     engine,
@@ -132,6 +133,7 @@ function engineOptions(config: ServeConfig, modelDir: string): EngineOptions {
     modelDir,
     quantization: config.model.quantization,
     threads: config.model.threads,
+    runtime: config.model.runtime,
     ...(config.model.cacheDir === null ? {} : { cacheRoot: config.model.cacheDir }),
     maxBatch: config.scheduler.maxBatch,
     contextLength: asked ?? Math.min(maxPositionEmbeddings, DEFAULT_CONTEXT_LENGTH),

@@ -22,8 +22,9 @@ interface SlotEntry {
  * is written into the lowest free slot, ranks below `rank` are zero-padded, and the PEFT scale is folded into B.
  * When no slot is free the least recently used unreferenced, unpinned slot is overwritten.
  *
- * It also holds each KV row's own copy of its adapter (`[rows, in, rank]`, `[rows, rank, out]`), which the gather
- * kernel reads: copied from the slot when a row's adapter changes, moved with the row when rows are compacted.
+ * For the stock runtime it also holds each KV row's own copy of its adapter (`[rows, in, rank]`, `[rows, rank, out]`),
+ * which the stock graph reads: copied from the slot when a row's adapter changes, moved with the row when rows are
+ * compacted. The native runtime reads the slot stacks directly (`rows` 0: no copies).
  */
 export class SlotManager {
   readonly maxLoras: number;
@@ -36,18 +37,21 @@ export class SlotManager {
   readonly #rowB: Float32Array[];
   /** Per row, the generation of the slot content it holds (0: zeros). */
   readonly #rowContent: number[];
+  /** Each slot's rank (the largest of its modules'; 0 while empty), as the native operator reads it. */
+  readonly #slotRanks: Int32Array;
   #clock = 0;
   #generations = 0;
   evictions = 0;
   loads = 0;
 
-  /** `rows`: KV rows that get their own copy of their adapter (the engine's batch size). */
+  /** `rows`: KV rows that get their own copy of their adapter (the engine's batch size; 0 for none). */
   constructor(config: ModelConfig, maxLoras: number, rank: number, rows: number) {
     this.#config = config;
     this.maxLoras = maxLoras;
     this.rank = rank;
     this.#slots = new Array<SlotEntry | null>(maxLoras + 1).fill(null);
     this.#rowContent = new Array<number>(rows).fill(0);
+    this.#slotRanks = new Int32Array(maxLoras + 1);
     this.#a = [];
     this.#b = [];
     this.#rowA = [];
@@ -71,7 +75,7 @@ export class SlotManager {
   /** Gives `row` a copy of the adapter in `slot` (zeros for slot 0); nothing to do when it already holds it. */
   bindRow(row: number, slot: number): void {
     const generation = this.#slots[slot]?.generation ?? 0;
-    if (this.#rowContent[row] === generation) return;
+    if (this.#rowContent.length === 0 || this.#rowContent[row] === generation) return;
     this.#copyRegions(this.#a, this.#rowA, slot, row);
     this.#copyRegions(this.#b, this.#rowB, slot, row);
     this.#rowContent[row] = generation;
@@ -79,7 +83,7 @@ export class SlotManager {
 
   /** Moves row `from`'s copy into row `to` (row compaction). */
   moveRow(from: number, to: number): void {
-    if (this.#rowContent[to] === this.#rowContent[from]) return;
+    if (this.#rowContent.length === 0 || this.#rowContent[to] === this.#rowContent[from]) return;
     this.#copyRegions(this.#rowA, this.#rowA, from, to);
     this.#copyRegions(this.#rowB, this.#rowB, from, to);
     this.#rowContent[to] = this.#rowContent[from];
@@ -150,13 +154,19 @@ export class SlotManager {
     if (slot === null) return;
     if ((this.#slots[slot] as SlotEntry).refs > 0) throw new Error(`LoRA slot ${slot} is still in use`);
     this.#slots[slot] = null;
+    this.#slotRanks[slot] = 0;
   }
 
   /** The LoRA inputs for a run over rows `firstRow..` whose adapters are in `rowSlots` (0 = no adapter). */
   batch(firstRow: number, rowSlots: readonly number[]): LoraBatch {
     const activeProjections = PROJECTIONS.map((_, i) => rowSlots.some((s) => s > 0 && (this.#slots[s] as SlotEntry).targets[i]));
+    const stack = (stacks: Float32Array[], layer: number, p: Projection) => stacks[layer * PROJECTIONS.length + PROJECTIONS.indexOf(p)];
     return {
       activeProjections,
+      rowSlots: Int32Array.from(rowSlots),
+      slotRanks: this.#slotRanks,
+      a: (layer, p) => stack(this.#a, layer, p),
+      b: (layer, p) => stack(this.#b, layer, p),
       rowA: (layer, p) => this.#rows(this.#rowA, layer, p, firstRow, rowSlots.length),
       rowB: (layer, p) => this.#rows(this.#rowB, layer, p, firstRow, rowSlots.length),
     };
@@ -182,6 +192,7 @@ export class SlotManager {
   #write(slot: number, digest: string, weights: LoraWeights): void {
     const R = this.rank;
     const targets = PROJECTIONS.map(() => false);
+    let slotRank = 0;
     for (let layer = 0; layer < this.#config.numLayers; layer++) {
       PROJECTIONS.forEach((p, pi) => {
         const [k, n] = projectionShape(this.#config, p);
@@ -193,11 +204,13 @@ export class SlotManager {
         if (!m) return;
         if (m.rank > R) throw new Error(`adapter rank ${m.rank} exceeds the slot rank ${R}`);
         targets[pi] = true;
+        slotRank = Math.max(slotRank, m.rank);
         for (let i = 0; i < k; i++) a.set(m.a.subarray(i * m.rank, (i + 1) * m.rank), i * R);
         for (let j = 0; j < m.rank * n; j++) b[j] = m.scale * m.b[j];
       });
     }
     this.#slots[slot] = { digest, generation: ++this.#generations, refs: 0, pinned: false, lastUsed: ++this.#clock, targets };
+    this.#slotRanks[slot] = slotRank;
     this.loads++;
   }
 }

@@ -1,11 +1,11 @@
-import type { RouteHandlers } from './api-context.js';
+import type { ApiContext, RouteHandlers } from './api-context.js';
 
 /**
  * GET /health: answering at all means serving. While the server drains, or once its engine stopped, every request,
  * this one included, answers 503 before any route runs (app.ts).
  */
-export function healthRoutes(): RouteHandlers {
+export function healthRoutes(ctx: ApiContext): RouteHandlers {
   return {
-    health: async () => ({ status: 'ok' }),
+    health: async () => ({ status: 'ok', runtime: ctx.engine.runtime }),
   };
 }

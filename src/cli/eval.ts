@@ -6,10 +6,11 @@ import { loadPeftAdapter } from '../adapters/peft-loader.js';
 import { SlotManager } from '../adapters/slot-manager.js';
 import type { LoraBatch } from '../model/decoder.js';
 import { DEFAULT_EVAL_CHUNK, evaluateLoss } from '../model/evaluate.js';
+import type { RuntimeChoice } from '../model/load-model.js';
 import { loadModel } from '../model/load-model.js';
 import type { Quantization } from '../model/quantizer.js';
 import { Tokenizer } from '../model/tokenizer.js';
-import { positiveInt, quantization, UsageError } from './usage.js';
+import { positiveInt, quantization, runtimeChoice, UsageError } from './usage.js';
 
 const HELP = `usage: loraserve eval --model DIR [--adapter DIR] --text-file FILE [options]
 
@@ -26,6 +27,7 @@ options:
   --quant Q            int4 | int8 | fp32 (default int4)
   --max-lora-rank N    rank of the LoRA slots, as in serving (default 16)
   --threads N          ONNX Runtime threads (default: all cores)
+  --runtime R          auto | native | stock (default auto: native where it can be loaded, LORASERVE_RUNTIME)
   --json               print {"tokens": N, "mean_loss": x, "perplexity": y}
 `;
 
@@ -41,6 +43,7 @@ export async function evalCommand(argv: string[]): Promise<number> {
       quant: { type: 'string', default: 'int4' },
       'max-lora-rank': { type: 'string', default: '16' },
       threads: { type: 'string', default: String(availableParallelism()) },
+      runtime: { type: 'string', default: process.env.LORASERVE_RUNTIME || 'auto' },
       json: { type: 'boolean', default: false },
       help: { type: 'boolean', default: false },
     },
@@ -56,6 +59,7 @@ export async function evalCommand(argv: string[]): Promise<number> {
     if (!values.model) throw new UsageError('--model is required');
     if (!values['text-file']) throw new UsageError('--text-file is required');
     quantization(values.quant);
+    runtimeChoice(values.runtime);
     model = values.model;
     options = {
       context: values.context === undefined ? undefined : positiveInt(values.context, '--context'),
@@ -77,6 +81,7 @@ export async function evalCommand(argv: string[]): Promise<number> {
     threads: options.threads,
     loraRank: adapter === undefined ? 0 : options.maxLoraRank,
     allLogits: true,
+    runtime: values.runtime as RuntimeChoice,
   });
   try {
     let lora: LoraBatch | undefined;

@@ -6,8 +6,9 @@ import type { GenerationRequest } from '../engine/engine-types.js';
 import type { OpenAiSamplingFields } from '../api/request-mapping.js';
 import { openAiSampling } from '../api/request-mapping.js';
 import type { SamplingParams } from '../engine/sampling-params.js';
+import type { RuntimeChoice } from '../model/load-model.js';
 import type { Quantization } from '../model/quantizer.js';
-import { positiveInt, quantization, UsageError } from './usage.js';
+import { positiveInt, quantization, runtimeChoice, UsageError } from './usage.js';
 
 const HELP = `usage: loraserve generate --model DIR (--prompt TEXT | --prompt-ids 1,2,3 | --requests FILE) [options]
 
@@ -26,6 +27,7 @@ options:
   --max-lora-rank N    largest adapter rank (default 16, as serve)
   --ignore-eos         keep generating past end-of-sequence tokens
   --threads N          ONNX Runtime threads (default: all cores)
+  --runtime R          auto | native | stock (default auto: native where it can be loaded, LORASERVE_RUNTIME)
   --json               print {"token_ids": [...], "text": "..."} (generated tokens only)
 `;
 
@@ -51,6 +53,7 @@ export async function generateCommand(argv: string[]): Promise<number> {
       'max-lora-rank': { type: 'string', default: '16' },
       'ignore-eos': { type: 'boolean', default: false },
       threads: { type: 'string', default: String(availableParallelism()) },
+      runtime: { type: 'string', default: process.env.LORASERVE_RUNTIME || 'auto' },
       json: { type: 'boolean', default: false },
       help: { type: 'boolean', default: false },
     },
@@ -67,6 +70,7 @@ export async function generateCommand(argv: string[]): Promise<number> {
     const sources = [values.prompt, values['prompt-ids'], values.requests].filter((v) => v !== undefined).length;
     if (sources !== 1) throw new UsageError('give exactly one of --prompt, --prompt-ids and --requests');
     quantization(values.quant);
+    runtimeChoice(values.runtime);
     maxTokens = positiveInt(values['max-tokens'], '--max-tokens');
     adapters = values.adapter.map((spec) => {
       const eq = spec.indexOf('=');
@@ -86,6 +90,7 @@ export async function generateCommand(argv: string[]): Promise<number> {
     modelDir: values.model,
     quantization: values.quant as Quantization,
     threads: positiveInt(values.threads, '--threads'),
+    runtime: values.runtime as RuntimeChoice,
     maxBatch: Math.min(64, Math.max(1, lines.length)),
     contextLength: 4096,
     prefillChunk: 512,

@@ -1,3 +1,5 @@
+import type { RuntimeChoice } from '../model/load-model.js';
+import { RUNTIME_CHOICES } from '../model/load-model.js';
 import type { Quantization } from '../model/quantizer.js';
 import { QUANTIZATIONS } from '../model/quantizer.js';
 
@@ -8,6 +10,11 @@ export function positiveInt(text: string, flag: string): number {
   const n = Number(text);
   if (!Number.isInteger(n) || n < 1) throw new UsageError(`${flag} must be a positive integer`);
   return n;
+}
+
+export function runtimeChoice(text: string): RuntimeChoice {
+  if (!RUNTIME_CHOICES.includes(text as RuntimeChoice)) throw new UsageError(`--runtime must be one of ${RUNTIME_CHOICES.join(', ')}`);
+  return text as RuntimeChoice;
 }
 
 export function quantization(text: string): Quantization {

@@ -1,7 +1,7 @@
 // Runs in the engine worker.
 import { randomInt } from 'node:crypto';
 import type { AdapterManager } from '../adapters/adapter-manager.js';
-import type { Decoder, LoraBatch } from '../model/decoder.js';
+import type { LoraBatch, ModelRunner } from '../model/decoder.js';
 import { KvCache } from '../model/kv-cache.js';
 import type { EngineOptions } from './engine-options.js';
 import { adapterCall } from './adapter-calls.js';
@@ -28,7 +28,7 @@ const ADAPTER_AGING_MS = 1000;
  * while a step's feeds already point into the rows.
  */
 export class EngineCore {
-  readonly #decoder: Decoder;
+  readonly #decoder: ModelRunner;
   readonly #adapters: AdapterManager | null;
   readonly #options: EngineOptions;
   readonly #outbox: StepOutbox;
@@ -49,7 +49,7 @@ export class EngineCore {
   #generated = 0;
   #prompted = 0;
 
-  constructor(decoder: Decoder, adapters: AdapterManager | null, options: EngineOptions, post: (message: FromWorker) => void) {
+  constructor(decoder: ModelRunner, adapters: AdapterManager | null, options: EngineOptions, post: (message: FromWorker) => void) {
     this.#decoder = decoder;
     this.#adapters = adapters;
     this.#options = options;
@@ -234,9 +234,10 @@ export class EngineCore {
     }
   }
 
+  /** The run's adapter inputs whenever the engine serves adapters (the native graph reads its slot stacks every run). */
   #loraBatch(seqs: Sequence[]): LoraBatch | undefined {
-    if (!this.#adapters || seqs.every((s) => s.slot === 0)) return undefined;
-    this.#loraRuns++;
+    if (!this.#adapters) return undefined;
+    if (seqs.some((s) => s.slot > 0)) this.#loraRuns++;
     return this.#adapters.slots.batch(seqs[0].row, seqs.map((s) => s.slot));
   }
 

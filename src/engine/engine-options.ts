@@ -1,3 +1,4 @@
+import type { RuntimeChoice } from '../model/load-model.js';
 import type { Quantization } from '../model/quantizer.js';
 
 /** Everything the engine worker needs to start; validated by the caller (src/config.ts), plain data (crosses the worker boundary). */
@@ -29,6 +30,8 @@ export interface EngineOptions {
   maxWaiting: number;
   /** A request still waiting for its adapter's slot this long after arrival ends with `adapter_unavailable`. */
   adapterWaitTimeoutMs: number;
+  /** Which runtime runs the model (see RuntimeChoice); default 'stock'. */
+  runtime?: RuntimeChoice;
   /** Check the engine's bookkeeping invariants whenever the loop goes idle, and die loudly on a violation (tests, debugging). */
   checkInvariants?: boolean;
 }

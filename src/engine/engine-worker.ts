@@ -19,12 +19,15 @@ try {
     threads: options.threads,
     cacheRoot: options.cacheRoot,
     loraRank: options.maxLoras > 0 ? options.maxLoraRank : 0,
+    runtime: options.runtime,
   });
   const contextLength = Math.min(options.contextLength, model.config.maxPositionEmbeddings);
   let core: EngineCore | null = null;
   const adapters = options.maxLoras > 0
     ? new AdapterManager(model.config, {
-      maxLoras: options.maxLoras, maxRank: options.maxLoraRank, hostBytes: options.maxCpuLoraBytes, rows: options.maxBatch,
+      maxLoras: options.maxLoras, maxRank: options.maxLoraRank, hostBytes: options.maxCpuLoraBytes,
+      // The native graph reads the slot stacks; only the stock one needs a copy of each row's adapter.
+      rows: model.runtime === 'native' ? 0 : options.maxBatch,
       roots: options.adapterRoots, loadTimeoutMs: options.adapterLoadTimeoutMs,
     }, () => core?.wake())
     : null;
@@ -51,7 +54,7 @@ try {
         );
     }
   });
-  post({ type: 'ready', config: model.config, contextLength, rebuildReason: model.rebuildReason ?? null });
+  post({ type: 'ready', config: model.config, contextLength, rebuildReason: model.rebuildReason ?? null, runtime: model.runtime, runtimeNote: model.runtimeNote });
   await engine.run();
   await adapters?.close();
   await model.decoder.release();

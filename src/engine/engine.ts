@@ -28,7 +28,7 @@ export class Engine {
   readonly #calls = new Map<number, { resolve: (v: CallResult) => void; reject: (e: Error) => void }>();
   readonly #ready: Promise<void>;
   #resolveReady: () => void = () => undefined;
-  #model: { config: ModelConfig; contextLength: number; rebuildReason: string | null } | null = null;
+  #model: Omit<Extract<FromWorker, { type: 'ready' }>, 'type'> | null = null;
   readonly #adapterLoadListeners: ((tier: 'host' | 'slot', seconds: number) => void)[] = [];
   readonly #failureListeners: ((reason: string) => void)[] = [];
   #nextCall = 0;
@@ -81,6 +81,16 @@ export class Engine {
   /** Why the cached model build was rejected and built again at start (corrupt, truncated, incomplete); null when it was sound or new. */
   get rebuildReason(): string | null {
     return this.#model?.rebuildReason ?? null;
+  }
+
+  /** The runtime serving the model: the project's native binding or onnxruntime-node. */
+  get runtime(): 'native' | 'stock' {
+    return this.#model?.runtime ?? 'stock';
+  }
+
+  /** Why the native runtime is not serving though it was preferred; null when it serves or was not asked for. */
+  get runtimeNote(): string | null {
+    return this.#model?.runtimeNote ?? null;
   }
 
   /** Tokens per sequence, prompt and output together. */
@@ -172,7 +182,7 @@ export class Engine {
         this.#die(message.message);
         return;
       case 'ready':
-        this.#model = { config: message.config, contextLength: message.contextLength, rebuildReason: message.rebuildReason };
+        this.#model = message;
         this.#resolveReady();
         return;
     }

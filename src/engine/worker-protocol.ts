@@ -50,7 +50,8 @@ export interface AdapterLoadOut {
 /** Engine worker → main thread. One `step` message per engine step carries every request's news. */
 export type FromWorker =
   /** `rebuildReason`: the cached model build failed verification and was built again (see build-cache.ts). */
-  | { type: 'ready'; config: ModelConfig; contextLength: number; rebuildReason: string | null }
+  /** `runtimeNote`: why the native runtime is not serving though it was preferred (see RuntimeChoice 'auto'). */
+  | { type: 'ready'; config: ModelConfig; contextLength: number; rebuildReason: string | null; runtime: 'native' | 'stock'; runtimeNote: string | null }
   | { type: 'fatal'; message: string }
   | { type: 'step'; tokens: TokenOut[]; done: DoneOut[]; errors: { id: string; code: EngineErrorCode; message: string }[]; adapterLoads: AdapterLoadOut[] }
   | { type: 'reply'; callId: number; ok: true; value: CallResult }

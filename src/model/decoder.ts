@@ -15,18 +15,67 @@ export interface ForwardBatch {
   pastLengths: readonly number[];
 }
 
-/** The adapters of one forward run, for a graph built with `loraRank > 0`: the rows' own copies of their adapter. */
+/**
+ * The adapters of one forward run, for a graph built with `loraRank > 0`. The stock graph reads the rows' own copies
+ * of their adapter; the native one reads each row's slot and the slot stacks themselves.
+ */
 export interface LoraBatch {
   /** Indexed like PROJECTIONS: whether any row's adapter targets that projection. */
   activeProjections: readonly boolean[];
-  /** `[rows, in, rank]`: the batch rows' copies of their adapter's A (zeros for a row without adapter). */
+  /** Each row's slot (0 = no adapter). */
+  rowSlots: Int32Array;
+  /** Each slot's rank (0 for slot 0 and empty slots). */
+  slotRanks: Int32Array;
+  /** `[slots, in, rank]`: a projection's A stack (all slots). */
+  a(layer: number, projection: Projection): Float32Array;
+  /** `[slots, rank, out]`: a projection's B stack, scale folded in. */
+  b(layer: number, projection: Projection): Float32Array;
+  /** `[rows, in, rank]`: the batch rows' copies of their adapter's A (zeros for a row without adapter); stock runtime. */
   rowA(layer: number, projection: Projection): Float32Array;
-  /** `[rows, rank, out]`: the batch rows' copies of their adapter's B. */
+  /** `[rows, rank, out]`: the batch rows' copies of their adapter's B; stock runtime. */
   rowB(layer: number, projection: Projection): Float32Array;
 }
 
-/** A built decoder graph in an ONNX Runtime session: runs batches against an engine-owned KV cache. */
-export class Decoder {
+/** What the engine runs a model through: the stock Decoder or the NativeDecoder. */
+export interface ModelRunner {
+  readonly config: ModelConfig;
+  /** Rank of the graph's LoRA inputs; 0 when built without LoRA. */
+  readonly loraRank: number;
+  /**
+   * Runs the batch, appends its K/V to the cache rows, and returns the last position's logits `[rows, vocab]`, or
+   * every position's `[rows * seq, vocab]` (row-major by row, then position) from a graph built with `allLogits`.
+   * The returned array may be reused by the next run.
+   */
+  forward(batch: ForwardBatch, kv: KvCache, lora?: LoraBatch): Promise<Float32Array>;
+  release(): Promise<void>;
+}
+
+/** The per-run inputs every decoder graph takes, from a batch: ids and positions `[rows, seq]`, seqlens_k, total length. */
+export function stepInputs(batch: ForwardBatch, capacity: number): { rows: number; seq: number; inputIds: BigInt64Array; positionIds: BigInt64Array; seqlensK: Int32Array; total: number } {
+  const rows = batch.tokens.length;
+  const seq = rows === 0 ? 0 : batch.tokens[0].length;
+  if (rows === 0 || seq === 0) throw new Error('empty forward batch');
+  const inputIds = new BigInt64Array(rows * seq);
+  const positionIds = new BigInt64Array(rows * seq);
+  const seqlensK = new Int32Array(rows);
+  let total = 0;
+  for (let r = 0; r < rows; r++) {
+    const tokens = batch.tokens[r];
+    const past = batch.pastLengths[r];
+    if (tokens.length !== seq) throw new Error('forward batch rows must advance by the same number of tokens');
+    if (past + seq > capacity) throw new Error(`row ${batch.firstRow + r} would exceed the KV capacity ${capacity}`);
+    for (let t = 0; t < seq; t++) {
+      inputIds[r * seq + t] = BigInt(tokens[t]);
+      positionIds[r * seq + t] = BigInt(past + t);
+    }
+    seqlensK[r] = past + seq - 1;
+    total = Math.max(total, past + seq);
+  }
+  return { rows, seq, inputIds, positionIds, seqlensK, total };
+}
+
+/** A stock-built decoder graph in an onnxruntime-node session: runs batches against an engine-owned KV cache. */
+export class Decoder implements ModelRunner {
   readonly config: ModelConfig;
   /** Rank of the graph's LoRA slot inputs; 0 when built without LoRA. */
   readonly loraRank: number;
@@ -51,30 +100,8 @@ export class Decoder {
     return new Decoder(config, await OrtSession.create(join(modelDir, 'model.onnx'), { threads }), loraRank);
   }
 
-  /**
-   * Runs the batch, appends its K/V to the cache rows, and returns the last position's logits `[rows, vocab]`, or
-   * every position's `[rows * seq, vocab]` (row-major by row, then position) from a graph built with `allLogits`.
-   */
   async forward(batch: ForwardBatch, kv: KvCache, lora?: LoraBatch): Promise<Float32Array> {
-    const rows = batch.tokens.length;
-    const seq = batch.tokens[0].length;
-    if (rows === 0 || seq === 0) throw new Error('empty forward batch');
-    const inputIds = new BigInt64Array(rows * seq);
-    const positionIds = new BigInt64Array(rows * seq);
-    const seqlensK = new Int32Array(rows);
-    let total = 0;
-    for (let r = 0; r < rows; r++) {
-      const tokens = batch.tokens[r];
-      const past = batch.pastLengths[r];
-      if (tokens.length !== seq) throw new Error('forward batch rows must advance by the same number of tokens');
-      if (past + seq > kv.capacity) throw new Error(`row ${batch.firstRow + r} would exceed the KV capacity ${kv.capacity}`);
-      for (let t = 0; t < seq; t++) {
-        inputIds[r * seq + t] = BigInt(tokens[t]);
-        positionIds[r * seq + t] = BigInt(past + t);
-      }
-      seqlensK[r] = past + seq - 1;
-      total = Math.max(total, past + seq);
-    }
+    const { rows, seq, inputIds, positionIds, seqlensK, total } = stepInputs(batch, kv.capacity);
     const feeds: Record<string, Feed> = {
       [GraphNames.inputIds]: { type: 'int64', data: inputIds, dims: [rows, seq] },
       [GraphNames.positionIds]: { type: 'int64', data: positionIds, dims: [rows, seq] },

@@ -1,4 +1,4 @@
-import type { Decoder, LoraBatch } from './decoder.js';
+import type { LoraBatch, ModelRunner } from './decoder.js';
 import { KvCache } from './kv-cache.js';
 
 export interface EvaluateOptions {
@@ -27,7 +27,7 @@ export const DEFAULT_EVAL_CHUNK = 256;
  * Teacher-forced loss of `tokenIds` under the decoder, which must be built with `allLogits`: the tokens go through the
  * same graph, KV cache and LoRA slot inputs as serving, and each position's logits score the token after it.
  */
-export async function evaluateLoss(decoder: Decoder, tokenIds: readonly number[], options: EvaluateOptions = {}): Promise<EvaluateResult> {
+export async function evaluateLoss(decoder: ModelRunner, tokenIds: readonly number[], options: EvaluateOptions = {}): Promise<EvaluateResult> {
   const { config } = decoder;
   const context = options.context ?? config.maxPositionEmbeddings;
   const chunk = options.chunk ?? DEFAULT_EVAL_CHUNK;

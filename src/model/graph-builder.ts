@@ -1,6 +1,6 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { emitBatchedLora } from '../../kernels/batched-lora.js';
+import { emitBatchedLora, emitNativeBatchedLora } from '../../kernels/batched-lora.js';
 import type { ModelConfig, Projection } from './model-config.js';
 import { projectionShape, projectionWeightName } from './model-config.js';
 import { OnnxGraph } from './onnx-graph.js';
@@ -19,9 +19,15 @@ export interface BuildOptions {
   loraRank: number;
   /** Logits for every position (`[batch, seq, vocab]`, for evaluation) instead of the last position's only. */
   allLogits: boolean;
+  /**
+   * 'stock': runs on onnxruntime-node (new K/V returned as outputs, LoRA as standard ops). 'native': runs on the
+   * project's binding (src/model/native-runtime.ts): GroupQueryAttention updates the KV cache in place (its `present`
+   * outputs are bound to the `past` buffers) and LoRA is the native BatchedLora operator over the slot stacks.
+   */
+  runtime: 'stock' | 'native';
 }
 
-export const DEFAULT_BUILD_OPTIONS: Readonly<BuildOptions> = Object.freeze({ quantization: 'int4', blockSize: 32, accuracyLevel: 4, loraRank: 0, allLogits: false });
+export const DEFAULT_BUILD_OPTIONS: Readonly<BuildOptions> = Object.freeze({ quantization: 'int4', blockSize: 32, accuracyLevel: 4, loraRank: 0, allLogits: false, runtime: 'stock' });
 
 /** Where the builder reads HF tensors from (fp32, as stored: projections `[out, in]`). */
 export interface WeightSource {
@@ -43,6 +49,12 @@ export const GraphNames = {
   pastValue: (layer: number) => `past_value.${layer}`,
   newKey: (layer: number) => `new_key.${layer}`,
   newValue: (layer: number) => `new_value.${layer}`,
+  presentKey: (layer: number) => `present_key.${layer}`,
+  presentValue: (layer: number) => `present_value.${layer}`,
+  loraRowSlots: 'lora_row_slots',
+  loraSlotRanks: 'lora_slot_ranks',
+  loraA: (layer: number, projection: Projection) => `lora_a.${layer}.${projection}`,
+  loraB: (layer: number, projection: Projection) => `lora_b.${layer}.${projection}`,
   loraActive: (group: number) => `lora_active.${LORA_GROUPS[group].join('+')}`,
   loraRowA: (layer: number, projection: Projection) => `lora_row_a.${layer}.${projection}`,
   loraRowB: (layer: number, projection: Projection) => `lora_row_b.${layer}.${projection}`,
@@ -64,6 +76,12 @@ const EPS_ATTR = (eps: number) => ({ float: eps });
  * With `loraRank > 0` every projection also adds the batched LoRA delta (kernels/batched-lora.ts) from inputs:
  * `lora_active.G` per group of LORA_GROUPS (bool scalars) and per layer and projection the rows' copies of their
  * adapter `lora_row_a.L.P` `[batch, in, rank]`, `lora_row_b.L.P` `[batch, rank, out]`.
+ *
+ * The native build differs in two places: per layer GQA's `present_key.L` / `present_value.L`
+ * `[batch, kv_heads, capacity, head_dim]` are outputs, which the runner binds to the same memory as `past_*` so the
+ * cache is updated in place (no new K/V outputs); and LoRA reads `lora_row_slots` `[batch]`, `lora_slot_ranks`
+ * `[slots]` int32 and per layer and projection the slot stacks `lora_a.L.P` `[slots, in, rank]`, `lora_b.L.P`
+ * `[slots, rank, out]` through the BatchedLora operator.
  */
 export function buildDecoderGraph(config: ModelConfig, weights: WeightSource, options: BuildOptions, dir: string): void {
   const g = new OnnxGraph(join(dir, 'model.onnx.data'));
@@ -75,7 +93,11 @@ export function buildDecoderGraph(config: ModelConfig, weights: WeightSource, op
   const totalLength = g.input(GraphNames.totalSequenceLength, 'int32', []);
   g.output(GraphNames.logits, 'float32', ['batch', options.allLogits ? 'seq' : 1, V]);
 
-  const loraActive = options.loraRank > 0 ? LORA_GROUPS.map((_, i) => g.input(GraphNames.loraActive(i), 'bool', [])) : null;
+  const native = options.runtime === 'native';
+  const loraActive = options.loraRank > 0 && !native ? LORA_GROUPS.map((_, i) => g.input(GraphNames.loraActive(i), 'bool', [])) : null;
+  const nativeLora = options.loraRank > 0 && native
+    ? { rowSlots: g.input(GraphNames.loraRowSlots, 'int32', ['batch']), slotRanks: g.input(GraphNames.loraSlotRanks, 'int32', ['lora_slots']) }
+    : null;
   const rope = ropeCache(config, config.maxPositionEmbeddings);
   const cos = g.initializer('rope.cos', 'float32', [config.maxPositionEmbeddings, HD / 2], rope.cos);
   const sin = g.initializer('rope.sin', 'float32', [config.maxPositionEmbeddings, HD / 2], rope.sin);
@@ -98,6 +120,15 @@ export function buildDecoderGraph(config: ModelConfig, weights: WeightSource, op
         };
       });
       ys = emitBatchedLora(g, x, ys, inputs, loraActive[group]);
+    } else if (nativeLora) {
+      const stacks = ps.map((p) => {
+        const [k, n] = projectionShape(config, p);
+        return {
+          a: g.input(GraphNames.loraA(layer, p), 'float32', ['lora_slots', k, options.loraRank]),
+          b: g.input(GraphNames.loraB(layer, p), 'float32', ['lora_slots', options.loraRank, n]),
+        };
+      });
+      ys = emitNativeBatchedLora(g, x, ys, stacks, nativeLora.rowSlots, nativeLora.slotRanks);
     }
     return ys.map((y, i) => {
       const p = ps[i];
@@ -130,16 +161,23 @@ export function buildDecoderGraph(config: ModelConfig, weights: WeightSource, op
       k = headNorm(k, `${prefix}.self_attn.k_norm.weight`, KVH);
     }
     const qRot = g.op('RotaryEmbedding', [q, positionIds, cos, sin], { interleaved: 0, num_heads: NH }, 'com.microsoft');
+    const kvDims = ['batch', KVH, 'capacity', HD];
     const newKey = g.node('RotaryEmbedding', [k, positionIds, cos, sin], { interleaved: 0, num_heads: KVH },
-      { domain: 'com.microsoft', outputs: [GraphNames.newKey(layer)] })[0];
-    const newValue = g.node('Identity', [v], {}, { outputs: [GraphNames.newValue(layer)] })[0];
-    g.output(newKey, 'float32', ['batch', 'seq', KVH * HD]);
-    g.output(newValue, 'float32', ['batch', 'seq', KVH * HD]);
-    const pastKey = g.input(GraphNames.pastKey(layer), 'float32', ['batch', KVH, 'capacity', HD]);
-    const pastValue = g.input(GraphNames.pastValue(layer), 'float32', ['batch', KVH, 'capacity', HD]);
+      { domain: 'com.microsoft', outputs: native ? 1 : [GraphNames.newKey(layer)] })[0];
+    const newValue = native ? v : g.node('Identity', [v], {}, { outputs: [GraphNames.newValue(layer)] })[0];
+    if (!native) {
+      g.output(newKey, 'float32', ['batch', 'seq', KVH * HD]);
+      g.output(newValue, 'float32', ['batch', 'seq', KVH * HD]);
+    }
+    const pastKey = g.input(GraphNames.pastKey(layer), 'float32', kvDims);
+    const pastValue = g.input(GraphNames.pastValue(layer), 'float32', kvDims);
     const [attention] = g.node('GroupQueryAttention', [qRot, newKey, newValue, pastKey, pastValue, seqlensK, totalLength],
       { num_heads: NH, kv_num_heads: KVH, do_rotary: 0, local_window_size: -1, scale: { float: 1 / Math.sqrt(HD) } },
-      { domain: 'com.microsoft', outputs: 3 });
+      { domain: 'com.microsoft', outputs: native ? [`attention.${layer}`, GraphNames.presentKey(layer), GraphNames.presentValue(layer)] : 3 });
+    if (native) {
+      g.output(GraphNames.presentKey(layer), 'float32', kvDims);
+      g.output(GraphNames.presentValue(layer), 'float32', kvDims);
+    }
     const [attnOut] = projections(attention, layer, 1);
     const post = g.node('SkipSimplifiedLayerNormalization', [attnOut, residual, weight(`${prefix}.post_attention_layernorm.weight`, [H])],
       { epsilon: EPS_ATTR(eps) }, { domain: 'com.microsoft', outputs: 4 });

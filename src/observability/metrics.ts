@@ -4,6 +4,8 @@ import type { ErrorCode } from '../errors.js';
 
 /** What the metrics read from the engine at scrape time. */
 export interface MetricsSource {
+  /** The runtime serving the model (fixed for the process). */
+  readonly runtime: 'native' | 'stock';
   stats(): Promise<EngineStats>;
   readonly adapters: { list(): Promise<AdapterInfo[]> };
   onAdapterLoad(listener: (tier: 'host' | 'slot', seconds: number) => void): void;
@@ -90,6 +92,8 @@ export class ServerMetrics {
     this.#queue = histogram('loraserve_request_queue_seconds', 'From arrival in the engine to admission (a KV row and an adapter slot).', E2E_BUCKETS);
     this.#adapterLoadSeconds = histogram('loraserve_adapter_load_seconds', 'Adapter loads into a tier: host (read and validated from disk), slot (written into the graph).', ADAPTER_LOAD_BUCKETS, ['tier']);
     source.onAdapterLoad((tier, seconds) => this.#adapterLoadSeconds.observe({ tier }, seconds));
+    gauge('loraserve_runtime_info', 'The runtime serving the model, as the label runtime (native: the project\'s binding; stock: onnxruntime-node); always 1.', ['runtime'])
+      .set({ runtime: source.runtime }, 1);
     this.#running = gauge('loraserve_num_requests_running', 'Sequences in the running batch.');
     this.#waiting = gauge('loraserve_num_requests_waiting', 'Requests waiting to start.');
     this.#batchSize = gauge('loraserve_batch_size', 'Sequences in the last engine step.');

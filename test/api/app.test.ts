@@ -97,7 +97,7 @@ describe('errors', () => {
   it('answers an engine failure with 500 naming the request id, without a stack, before and during a stream', async () => {
     const e = server.engine;
     const failing = (events: GenerationEvent[]): ServingEngine => ({
-      config: e.config, tokenizer: e.tokenizer, contextLength: e.contextLength, maxWaiting: e.maxWaiting, failure: null, adapters: e.adapters,
+      config: e.config, tokenizer: e.tokenizer, contextLength: e.contextLength, maxWaiting: e.maxWaiting, failure: null, runtime: e.runtime, adapters: e.adapters,
       stats: () => e.stats(), abort: (id) => e.abort(id), onAdapterLoad: () => undefined,
       submit: () => (async function* () { yield* events; })(),
     });
@@ -168,7 +168,7 @@ describe('native routes', () => {
 
   it('reports health', async () => {
     const r = await server.app.inject('/health');
-    expect(r.json()).toEqual({ status: 'ok' });
+    expect(r.json()).toEqual({ status: 'ok', runtime: server.engine.runtime });
   });
 });
 

@@ -38,7 +38,7 @@ function observedEngine(replace: (request: GenerationRequest) => AsyncIterable<G
   let registering: () => void = () => undefined;
   const registerStarted = new Promise<void>((resolve) => { registering = resolve; });
   const serving: ServingEngine = {
-    config: engine.config, tokenizer: engine.tokenizer, contextLength: engine.contextLength, maxWaiting: engine.maxWaiting,
+    config: engine.config, tokenizer: engine.tokenizer, contextLength: engine.contextLength, maxWaiting: engine.maxWaiting, runtime: engine.runtime,
     get failure() { return engine.failure; },
     submit: (request) => {
       submitted.push(request.id);

@@ -61,7 +61,7 @@ export async function startTestServer(fixture: Fixture, flags: string[] = [], lo
   const config = parseServeConfig([
     '--model', fixture.modelDir, '--quant', 'fp32', '--port', '0', '--threads', '1', '--cache-dir', fixture.cacheDir,
     '--adapter-dir', fixture.root, '--context-length', '256', '--shutdown-timeout', '2', ...flags,
-  ], {});
+  ], { LORASERVE_RUNTIME: process.env.LORASERVE_RUNTIME });
   return startServer(config, createLogger(logs ? 'info' : 'silent', logs));
 }
 

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { evalCommand } from '../../src/cli/eval.js';
 import { Checkpoint } from '../../src/model/checkpoint.js';
-import type { Decoder } from '../../src/model/decoder.js';
+import type { ModelRunner } from '../../src/model/decoder.js';
 import { evaluateLoss } from '../../src/model/evaluate.js';
 import { loadModel } from '../../src/model/load-model.js';
 import { PROJECTIONS, projectionWeightName } from '../../src/model/model-config.js';
@@ -100,7 +100,7 @@ function expectClose(actual: number, expected: number): void {
 }
 
 describe('evaluateLoss (fp32 graph against the float64 reference)', () => {
-  let decoder: Decoder;
+  let decoder: ModelRunner;
   beforeAll(async () => {
     ({ decoder } = await loadModel({ modelDir: MODEL, quantization: 'fp32', threads: 1, cacheRoot: cacheDir, allLogits: true }));
   });
@@ -128,7 +128,7 @@ describe('evaluateLoss (fp32 graph against the float64 reference)', () => {
   it('refuses what it cannot score', async () => {
     await expect(evaluateLoss(decoder, [ids[0]])).rejects.toThrow(/at least 2/);
     await expect(evaluateLoss(decoder, ids, { context: checkpoint.config.maxPositionEmbeddings + 1 })).rejects.toThrow(/max_position_embeddings/);
-    const slotless = { rowSlots: [1], fedSlots: 2, kernel: 'gather' as const, activeProjections: [], a: () => new Float32Array(), b: () => new Float32Array(), rowA: () => new Float32Array(), rowB: () => new Float32Array() };
+    const slotless = { rowSlots: Int32Array.of(1), slotRanks: Int32Array.of(0, 8), activeProjections: [], a: () => new Float32Array(), b: () => new Float32Array(), rowA: () => new Float32Array(), rowB: () => new Float32Array() };
     await expect(evaluateLoss(decoder, ids, { lora: slotless })).rejects.toThrow(/loraRank/);
   });
 

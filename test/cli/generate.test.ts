@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, describe, expect, it } from 'vitest';
+import { loadNativeRuntime } from '../../src/model/native-runtime.js';
 
 const run = promisify(execFile);
 const cacheDir = mkdtempSync(join(tmpdir(), 'loraserve-cli-'));
@@ -24,6 +25,8 @@ export async function loraserve(args: string[]): Promise<{ stdout: string; stder
 
 interface ExpectedCase { model: string; adapter: string | null; prompt: string; prompt_ids: number[]; greedy_ids: number[] }
 const expected = JSON.parse(readFileSync('test/fixtures/hf/expected.json', 'utf8')) as { cases: ExpectedCase[] };
+/** Both runtimes where the native addon loads (CI requires it); the stock one alone elsewhere. */
+const RUNTIMES = 'runtime' in loadNativeRuntime() ? ['stock', 'native'] : ['stock'];
 
 describe('loraserve generate', () => {
   it.each(expected.cases.filter((c) => c.adapter === null))('gives the greedy tokens of the independent reference for $model', async (c) => {
@@ -35,13 +38,13 @@ describe('loraserve generate', () => {
     expect(out.text).toBe(Buffer.from(c.greedy_ids.filter((id) => id < 256)).toString('utf8'));
   });
 
-  it('runs --requests concurrently with PEFT adapters written by another tool: each gets its adapter\'s PEFT tokens', async () => {
+  it.each(RUNTIMES)('runs --requests concurrently on the %s runtime with PEFT adapters written by another tool: each gets its adapter\'s PEFT tokens', async (runtime) => {
     const cases = expected.cases.filter((c) => c.model === 'tiny-llama');
     const file = join(cacheDir, 'requests.jsonl');
     const lines = cases.map((c) => JSON.stringify({ prompt_ids: c.prompt_ids, adapter: c.adapter, max_tokens: 16, ignore_eos: true }));
     writeFileSync(file, [...lines, JSON.stringify({ prompt: 'x', adapter: 'broken' })].join('\n'));
     const adapters = ['adapter-a', 'adapter-b', 'adapter-c', 'adapter-d'].flatMap((n) => ['--adapter', `${n}=test/fixtures/hf/adapters/${n}`]);
-    const { stdout, code } = await loraserve(['generate', '--model', 'test/fixtures/hf/tiny-llama', '--quant', 'fp32', '--requests', file,
+    const { stdout, code } = await loraserve(['generate', '--model', 'test/fixtures/hf/tiny-llama', '--quant', 'fp32', '--runtime', runtime, '--requests', file,
       ...adapters, '--adapter', `broken=${join(cacheDir, 'no-such-adapter')}`]);
     expect(code).toBe(0);
     const out = stdout.trim().split('\n').map((l) => JSON.parse(l) as { index: number; token_ids?: number[]; error?: string });

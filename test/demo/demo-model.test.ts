@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { adapterDigest } from '../../src/adapters/adapter-digest.js';
 import { loadPeftAdapter } from '../../src/adapters/peft-loader.js';
 import { SlotManager } from '../../src/adapters/slot-manager.js';
-import type { Decoder } from '../../src/model/decoder.js';
+import type { ModelRunner } from '../../src/model/decoder.js';
 import { evaluateLoss } from '../../src/model/evaluate.js';
 import { loadModel } from '../../src/model/load-model.js';
 import { Tokenizer } from '../../src/model/tokenizer.js';
@@ -26,7 +26,7 @@ afterAll(() => rmSync(cacheDir, { recursive: true, force: true }));
 describe('the shipped demo model and adapters (models/demo, adapters/)', () => {
   /** loss[variant][domain], variant 'base' or an adapter name. */
   const loss: Record<string, Record<string, number>> = {};
-  let decoder: Decoder;
+  let decoder: ModelRunner;
 
   beforeAll(async () => {
     const loaded = await loadModel({ modelDir: 'models/demo', quantization: 'fp32', threads: 1, cacheRoot: cacheDir, loraRank: RANK, allLogits: true });

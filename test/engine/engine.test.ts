@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { AdapterError } from '../../src/adapters/adapter-error.js';
 import { Engine } from '../../src/engine/engine.js';
+import { loadNativeRuntime } from '../../src/model/native-runtime.js';
 import type { GenerationEvent } from '../../src/engine/engine-types.js';
 import { ADAPTERS, cases, collect, engineOptions, expectSoundWhenIdle, registerAll, request, workDir } from './support.js';
 
@@ -17,6 +18,12 @@ describe('engine with the independent-tool adapters', () => {
   });
   afterEach(() => expectSoundWhenIdle(engine));
   afterAll(() => engine.shutdown(0));
+
+  it('runs on the runtime asked for: stock when forced, else native wherever the addon loads', () => {
+    const native = 'runtime' in loadNativeRuntime();
+    expect(engine.runtime).toBe(process.env.LORASERVE_RUNTIME === 'stock' || !native ? 'stock' : 'native');
+    if (process.env.LORASERVE_REQUIRE_NATIVE === '1') expect(native).toBe(true);
+  });
 
   it('gives every request in a mixed batch the PEFT tokens of its adapter, and runs LoRA only where rows use it', async () => {
     const start = (await engine.stats()).loraRuns;

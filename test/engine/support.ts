@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { expect } from 'vitest';
 import { Engine } from '../../src/engine/engine.js';
 import type { EngineOptions } from '../../src/engine/engine-options.js';
+import type { RuntimeChoice } from '../../src/model/load-model.js';
 import type { GenerationEvent, GenerationRequest } from '../../src/engine/engine-types.js';
 import type { SamplingParams } from '../../src/engine/sampling-params.js';
 import { DEFAULT_SAMPLING } from '../../src/engine/sampling-params.js';
@@ -26,7 +27,9 @@ export function workDir(): { dir: string; remove: () => void } {
 export function engineOptions(work: string, overrides: Partial<EngineOptions> = {}): EngineOptions {
   return {
     modelDir: MODEL, quantization: 'fp32', threads: 2, cacheRoot: join(work, 'cache'), maxBatch: 16, contextLength: 128,
-    prefillChunk: 64, maxLoras: 4, maxLoraRank: 8, maxCpuLoraBytes: 64 * 2 ** 20, maxWaiting: 64, adapterWaitTimeoutMs: 60_000, ...overrides,
+    prefillChunk: 64, maxLoras: 4, maxLoraRank: 8, maxCpuLoraBytes: 64 * 2 ** 20, maxWaiting: 64, adapterWaitTimeoutMs: 60_000,
+    // CI runs these tests once per runtime.
+    runtime: (process.env.LORASERVE_RUNTIME as RuntimeChoice | undefined) ?? 'auto', ...overrides,
   };
 }
 
