@@ -71,13 +71,17 @@ describe('engine scheduling', () => {
     for (const r of hotResults) expect(r.tokens).toEqual(cases[1].greedy_ids.concat(r.tokens.slice(16)));
   }));
 
-  it('answers adapter_unavailable when no slot frees up within --adapter-wait-timeout, and keeps serving', () => withEngine(options({ maxBatch: 2, maxLoras: 1, adapterWaitTimeoutMs: 300 }), async (engine) => {
+  it('answers adapter_unavailable when no slot frees up within --adapter-wait-timeout, and keeps serving', () => withEngine(options({ maxBatch: 2, maxLoras: 1, contextLength: 256, adapterWaitTimeoutMs: 20 }), async (engine) => {
     await registerAll(engine, ['adapter-a', 'adapter-b']);
-    const hot = keepBusy(engine, 'adapter-a', 3);
-    await new Promise((resolve) => setTimeout(resolve, 100));
+    // One long request holds the only slot for some 240 steps; the second row is free, so the cold request waits for the slot alone.
+    const hot = engine.submit(request('adapter-a', { maxTokens: 240 }))[Symbol.asyncIterator]();
+    await hot.next();
     const cold = await collect(engine.submit(request('adapter-b')));
-    await hot.stop();
     expect(cold.error).toMatchObject({ code: 'adapter_unavailable', message: expect.stringContaining('adapter-b') });
+    let rest = 1;
+    for (let e = await hot.next(); !e.done && e.value.type === 'token'; e = await hot.next()) rest++;
+    // The hot request was still running when the cold one gave up, and ran to its end.
+    expect(rest).toBe(240);
     expect((await collect(engine.submit(request('adapter-b')))).tokens).toEqual(cases[2].greedy_ids);
   }));
 });
