@@ -30,6 +30,7 @@ function acquirer(slots: Record<string, number | 'wait' | 'error'>) {
   return { acquire, asked };
 }
 
+// Arrival times are fractional milliseconds, so (t + d) - t can fall just short of d: each `now` keeps 1 ms from a boundary.
 const ids = (admissions: Admission[]) => admissions.map((a) => `${a.type}:${a.seq.id}`);
 
 describe('admissionPass', () => {
@@ -57,7 +58,7 @@ describe('admissionPass', () => {
   it('holds back later requests that need a slot once a blocked request has aged, but still admits base requests', () => {
     const waiting = [seq('hot0', 'x'), seq('cold', 'y'), seq('hot1', 'x'), seq('base', null)];
     const { acquire, asked } = acquirer({ x: 1, y: 'wait' });
-    const out = admissionPass(waiting, 3, acquire, waiting[1].arrivedAt + policy.agingMs, policy);
+    const out = admissionPass(waiting, 3, acquire, waiting[1].arrivedAt + policy.agingMs + 1, policy);
     expect(ids(out)).toEqual(['admit:hot0', 'admit:base']);
     expect(asked).toEqual(['hot0', 'cold']);
   });
@@ -65,7 +66,7 @@ describe('admissionPass', () => {
   it('fails a request whose adapter load failed, and one still without a slot after the wait timeout', () => {
     const waiting = [seq('broken', 'z'), seq('late', 'y'), seq('next', 'x')];
     const { acquire } = acquirer({ x: 2, y: 'wait', z: 'error' });
-    const out = admissionPass(waiting, 1, acquire, waiting[1].arrivedAt + policy.adapterWaitTimeoutMs, policy);
+    const out = admissionPass(waiting, 1, acquire, waiting[1].arrivedAt + policy.adapterWaitTimeoutMs + 1, policy);
     expect(out).toMatchObject([
       { type: 'fail', seq: waiting[0], code: 'adapter_invalid', message: "adapter 'z': adapter_model.safetensors: load failed" },
       { type: 'fail', seq: waiting[1], code: 'adapter_unavailable' },
