@@ -1,18 +1,14 @@
 // Multi-adapter decode throughput through the engine on a qwen2.5-0.5b-shaped int4 checkpoint with rank-16 adapters
 // on all 7 projections, and adapter cold-load latency. Prints one JSON object.
 // Usage: npm run bench:lora [-- --registered 1000 --concurrency 16,32 --tokens 64 --runtime stock,native --decode-only]
-import { existsSync, linkSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
-import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { Engine } from '../src/engine/engine.js';
 import type { EngineOptions } from '../src/engine/engine-options.js';
 import type { GenerationRequest } from '../src/engine/engine-types.js';
 import type { RuntimeChoice } from '../src/model/load-model.js';
 import { DEFAULT_SAMPLING } from '../src/engine/sampling-params.js';
-import { defaultCacheRoot } from '../src/model/build-cache.js';
-import { PROJECTIONS } from '../src/model/model-config.js';
-import { synthAdapter } from '../src/synth/adapter-synth.js';
+import { benchAdapters } from './bench-adapters.js';
 import { benchCheckpoint } from './bench-checkpoint.js';
 import { median } from './stats.js';
 
@@ -36,29 +32,8 @@ const maxConcurrency = Math.max(...concurrencies);
 const promptLength = Number(values.prompt);
 const maxTokens = Number(values.tokens);
 
-const root = join(defaultCacheRoot(), 'bench');
 const modelDir = benchCheckpoint('qwen2.5-0.5b');
-const adapterRoot = join(root, 'adapters-r16');
-const source = join(adapterRoot, 'source');
-if (!existsSync(join(source, 'adapter_config.json'))) {
-  rmSync(adapterRoot, { recursive: true, force: true });
-  synthAdapter(source, modelDir, { rank: 16, alpha: 32, targetModules: [...PROJECTIONS], seed: 1, dtype: 'BF16' });
-}
-/**
- * Adapter `i`: the source weights (hard-linked, so 1,000 adapters take one file's disk space) under a config with its
- * own alpha. Its content digest and its weights in memory (scale folded in) are its own, so every tier treats it as a
- * distinct adapter and loads it from disk in full.
- */
-function adapterDir(i: number): string {
-  const dir = join(adapterRoot, `a${i}`);
-  if (!existsSync(join(dir, 'adapter_config.json'))) {
-    mkdirSync(dir, { recursive: true });
-    linkSync(join(source, 'adapter_model.safetensors'), join(dir, 'adapter_model.safetensors'));
-    const config = JSON.parse(readFileSync(join(source, 'adapter_config.json'), 'utf8')) as Record<string, unknown>;
-    writeFileSync(join(dir, 'adapter_config.json'), JSON.stringify({ ...config, lora_alpha: 32 + i / 1000 }));
-  }
-  return dir;
-}
+const adapterDir = benchAdapters(modelDir);
 
 const baseOptions: EngineOptions = {
   modelDir, quantization: 'int4', threads: Number(values.threads), maxBatch: maxConcurrency, contextLength: promptLength + maxTokens + 8,
