@@ -6,6 +6,7 @@ import swaggerUi from '@fastify/swagger-ui';
 import Fastify, { LogController } from 'fastify';
 import type { FastifyBaseLogger, FastifyInstance, FastifyRequest } from 'fastify';
 import { adapterRoutes } from './api/adapters.js';
+import { prefixCacheRoutes } from './api/prefix-cache.js';
 import type { ApiContext, RouteHandlers, ServingEngine } from './api/api-context.js';
 import { AdapterRoots } from './api/adapter-roots.js';
 import type { Keys } from './api/auth.js';
@@ -125,6 +126,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
       ...chatRoutes(ctx),
       ...modelRoutes(ctx),
       ...adapterRoutes(ctx),
+      ...prefixCacheRoutes(ctx),
       ...generateRoutes(ctx),
       ...tokenizeRoutes(ctx),
       ...healthRoutes(ctx),

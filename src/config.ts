@@ -53,8 +53,12 @@ export interface SchedulerConfig {
   maxBatch: number;
   /** Most requests waiting to start; beyond it requests get 429. */
   maxWaiting: number;
-  /** Most prompt tokens prefilled per step. */
+  /** Most prompt tokens of one sequence computed per step. */
   prefillChunk: number;
+  /** Most tokens computed per step: one per decoding sequence, the rest for prompt chunks; null: prefillChunk + maxBatch. */
+  maxBatchedTokens: number | null;
+  /** Host memory for the prefix cache's KV blocks; 0 turns it off. */
+  prefixCacheBytes: number;
   /** A request whose adapter gets no slot this long after arrival fails with adapter_unavailable (503), in milliseconds. */
   adapterWaitTimeoutMs: number;
 }
@@ -113,7 +117,15 @@ export const SERVE_OPTIONS: readonly OptionSpec[] = [
   { flag: 'context-length', env: 'LORASERVE_CONTEXT_LENGTH', arg: 'N', help: `tokens per sequence, prompt and output (default: the model's, at most ${DEFAULT_CONTEXT_LENGTH})` },
   { flag: 'max-batch', env: 'LORASERVE_MAX_BATCH', arg: 'N', default: '16', help: 'most sequences running at once' },
   { flag: 'max-waiting', env: 'LORASERVE_MAX_WAITING', arg: 'N', default: '256', help: 'most requests waiting to start (more get 429), and so the most generations (prompts × n) one request may ask for' },
-  { flag: 'prefill-chunk', env: 'LORASERVE_PREFILL_CHUNK', arg: 'N', default: '512', help: 'most prompt tokens prefilled per step' },
+  { flag: 'prefill-chunk', env: 'LORASERVE_PREFILL_CHUNK', arg: 'N', default: '512', help: 'most prompt tokens of one request computed per step (chunked prefill)' },
+  {
+    flag: 'max-batched-tokens', env: 'LORASERVE_MAX_BATCHED_TOKENS', arg: 'N', default: '--prefill-chunk + --max-batch',
+    help: 'token budget of one step: every decoding request takes one, waiting and prefilling prompts share the rest in arrival order (bounds how long a step stalls running streams); must be above --max-batch',
+  },
+  {
+    flag: 'prefix-cache-bytes', env: 'LORASERVE_PREFIX_CACHE_BYTES', arg: 'SIZE', default: '1GiB',
+    help: 'host memory for cached prompt-prefix KV blocks (16 tokens each, keyed by model build, adapter content, cache_salt and tokens); 0 turns the prefix cache off',
+  },
   {
     flag: 'adapter-wait-timeout', env: 'LORASERVE_ADAPTER_WAIT_TIMEOUT', arg: 'SECONDS', default: '60',
     help: "how long a request may wait for its adapter's slot before it fails with 503 adapter_unavailable",
@@ -207,6 +219,8 @@ export function parseServeConfig(argv: readonly string[], env: NodeJS.ProcessEnv
       maxBatch: read.integer('max-batch', 1) ?? 16,
       maxWaiting: read.integer('max-waiting', 1) ?? 256,
       prefillChunk: read.integer('prefill-chunk', 1) ?? 512,
+      maxBatchedTokens: read.integer('max-batched-tokens', 2),
+      prefixCacheBytes: read.size('prefix-cache-bytes', 0) ?? 1024 ** 3,
       adapterWaitTimeoutMs: (read.number('adapter-wait-timeout', 0) ?? 60) * 1000,
     },
     adapters: {
@@ -223,7 +237,10 @@ export function parseServeConfig(argv: readonly string[], env: NodeJS.ProcessEnv
 }
 
 function checkCrossFields(config: ServeConfig): void {
-  const { adapters, http } = config;
+  const { adapters, http, scheduler } = config;
+  if (scheduler.maxBatchedTokens !== null && scheduler.maxBatchedTokens <= scheduler.maxBatch) {
+    throw new ConfigError(`--max-batched-tokens (${scheduler.maxBatchedTokens}) must be above --max-batch (${scheduler.maxBatch}), so prompts get tokens while every row decodes`);
+  }
   if (adapters.maxLoras > 0 && adapters.maxCpuLoraBytes === 0) {
     throw new ConfigError('--max-cpu-lora-bytes must be above 0 while adapters are enabled (--max-loras > 0)');
   }

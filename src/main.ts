@@ -138,6 +138,8 @@ function engineOptions(config: ServeConfig, modelDir: string): EngineOptions {
     maxBatch: config.scheduler.maxBatch,
     contextLength: asked ?? Math.min(maxPositionEmbeddings, DEFAULT_CONTEXT_LENGTH),
     prefillChunk: config.scheduler.prefillChunk,
+    ...(config.scheduler.maxBatchedTokens === null ? {} : { maxBatchedTokens: config.scheduler.maxBatchedTokens }),
+    prefixCacheBytes: config.scheduler.prefixCacheBytes,
     maxLoras: config.adapters.maxLoras,
     maxLoraRank: config.adapters.maxLoraRank,
     maxCpuLoraBytes: config.adapters.maxCpuLoraBytes,

@@ -7,7 +7,7 @@ import type { ModelResolver } from './model-resolver.js';
 import type { PromptTokenizer } from './prompt-tokenizer.js';
 
 /** The part of the engine the HTTP layer uses. */
-export type ServingEngine = Pick<Engine, 'config' | 'tokenizer' | 'contextLength' | 'maxWaiting' | 'failure' | 'runtime' | 'submit' | 'abort' | 'adapters' | 'stats' | 'onAdapterLoad'>;
+export type ServingEngine = Pick<Engine, 'config' | 'tokenizer' | 'contextLength' | 'maxWaiting' | 'failure' | 'runtime' | 'submit' | 'abort' | 'adapters' | 'prefixCache' | 'stats' | 'onAdapterLoad' | 'onStep'>;
 
 /** What route handlers share: built once per app by buildApp. */
 export interface ApiContext {

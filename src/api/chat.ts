@@ -6,11 +6,11 @@ import { chatPromptIds } from './chat-prompt.js';
 import type { Generation } from './generation.js';
 import { choiceJobs, collectAll, merge, startGenerations } from './generation.js';
 import { chatLogprobs, finishFields, openAiUsage } from './openai-format.js';
-import type { OpenAiSamplingFields } from './request-mapping.js';
-import { checkContextLength, checkGenerationCount, checkPromptIds, checkSampling, openAiSampling } from './request-mapping.js';
+import type { OpenAiSamplingFields, PrefixCacheFields } from './request-mapping.js';
+import { checkContextLength, checkGenerationCount, checkPromptIds, checkSampling, openAiSampling, prefixUse } from './request-mapping.js';
 import { SSE_DONE, sendEventStream, sseEvent } from './sse.js';
 
-interface ChatBody extends OpenAiSamplingFields {
+interface ChatBody extends OpenAiSamplingFields, PrefixCacheFields {
   model?: string | null;
   messages: ChatMessageBody[];
   max_tokens?: number | null;
@@ -45,7 +45,7 @@ export function chatRoutes(ctx: ApiContext): RouteHandlers {
       const logprobs = body.logprobs === true;
       const sampling = openAiSampling(body, maxTokens, logprobs ? (body.top_logprobs ?? 0) : null);
       checkSampling(sampling, engine.config.vocabSize);
-      const generations = await startGenerations(ctx, request, reply, body.model, 'model', choiceJobs([promptIds], sampling, n));
+      const generations = await startGenerations(ctx, request, reply, body.model, 'model', choiceJobs([promptIds], sampling, n, prefixUse(body)));
       const head: Head = { id: `chatcmpl-${request.id}`, created: Math.floor(Date.now() / 1000), model: body.model || ctx.models.baseName };
       if (body.stream) return sendEventStream(reply, stream(ctx, head, generations, n, logprobs, body.stream_options?.include_usage === true));
 

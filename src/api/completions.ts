@@ -5,11 +5,11 @@ import type { ApiContext, RouteHandlers } from './api-context.js';
 import type { Generation } from './generation.js';
 import { choiceJobs, collectAll, merge, startGenerations } from './generation.js';
 import { completionLogprobs, finishFields, openAiUsage } from './openai-format.js';
-import type { OpenAiSamplingFields } from './request-mapping.js';
-import { checkContextLength, checkGenerationCount, checkPromptIds, checkSampling, openAiSampling } from './request-mapping.js';
+import type { OpenAiSamplingFields, PrefixCacheFields } from './request-mapping.js';
+import { checkContextLength, checkGenerationCount, checkPromptIds, checkSampling, openAiSampling, prefixUse } from './request-mapping.js';
 import { SSE_DONE, sendEventStream, sseEvent } from './sse.js';
 
-interface CompletionBody extends OpenAiSamplingFields {
+interface CompletionBody extends OpenAiSamplingFields, PrefixCacheFields {
   model?: string | null;
   prompt: string | string[] | number[] | number[][];
   max_tokens?: number | null;
@@ -54,7 +54,7 @@ export function completionRoutes(ctx: ApiContext): RouteHandlers {
         checkContextLength(ids.length, maxTokens, engine.contextLength, param, 'max_tokens');
         promptIds.push(ids);
       }
-      const generations = await startGenerations(ctx, request, reply, body.model, 'model', choiceJobs(promptIds, sampling, n));
+      const generations = await startGenerations(ctx, request, reply, body.model, 'model', choiceJobs(promptIds, sampling, n, prefixUse(body)));
       const head: Head = { id: `cmpl-${request.id}`, object: 'text_completion', created: Math.floor(Date.now() / 1000), model: body.model || ctx.models.baseName };
       if (body.stream) return sendEventStream(reply, stream(ctx, head, generations, n, body.logprobs != null, body.stream_options?.include_usage === true));
 

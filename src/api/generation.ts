@@ -1,5 +1,5 @@
 import type { FastifyBaseLogger, FastifyReply, FastifyRequest } from 'fastify';
-import type { GenerationEvent, Usage } from '../engine/engine-types.js';
+import type { GenerationEvent, GenerationRequest, Usage } from '../engine/engine-types.js';
 import type { SamplingParams } from '../engine/sampling-params.js';
 import { ApiError, fromEngineError } from '../errors.js';
 import type { ApiContext } from './api-context.js';
@@ -11,6 +11,12 @@ export type DoneEvent = Extract<GenerationEvent, { type: 'done' }>;
 export interface GenerationJob {
   promptIds: number[];
   sampling: SamplingParams;
+  /** Prefix cache use (opt-out, salt, pin). */
+  prefix?: GenerationRequest['prefix'];
+  /** Index of the job with the same prompt whose computed prompt KV this one copies (a sibling choice of `n` > 1). */
+  forkOfJob?: number;
+  /** The engine request id of that job (set by startGenerations). */
+  forkOf?: string;
 }
 
 /**
@@ -55,8 +61,8 @@ export class Generation implements AsyncIterable<GenerationEvent> {
     // Latencies count from the first submission: an on-demand adapter load is part of what the client waits for.
     this.#submittedAt = performance.now();
     for (let attempt = 0; ; attempt++) {
-      const { promptIds, sampling } = this.#job;
-      this.#events = this.#ctx.engine.submit({ id: this.id, promptIds, adapter: this.adapter, sampling })[Symbol.asyncIterator]();
+      const { promptIds, sampling, prefix, forkOf } = this.#job;
+      this.#events = this.#ctx.engine.submit({ id: this.id, promptIds, adapter: this.adapter, sampling, prefix, forkOf })[Symbol.asyncIterator]();
       const first = await this.#events.next();
       if (first.done) throw new Error(`engine request ${this.id} ended without an event`);
       const event = first.value;
@@ -171,10 +177,18 @@ function round(ms: number): number {
 /** Levels at which prompt token ids are logged (never at info). */
 const DEBUG_LEVELS = new Set(['debug', 'trace']);
 
-/** Jobs for `n` choices of each prompt, prompt-major (choice index = prompt × n + i); choice i samples with seed + i. */
-export function choiceJobs(prompts: number[][], sampling: SamplingParams, n: number): GenerationJob[] {
-  return prompts.flatMap((promptIds) =>
-    Array.from({ length: n }, (_, i) => ({ promptIds, sampling: sampling.seed === null ? sampling : { ...sampling, seed: sampling.seed + i } })),
+/**
+ * Jobs for `n` choices of each prompt, prompt-major (choice index = prompt × n + i); choice i samples with seed + i.
+ * Choices after a prompt's first copy its computed prompt rather than compute it again.
+ */
+export function choiceJobs(prompts: number[][], sampling: SamplingParams, n: number, prefix?: GenerationRequest['prefix']): GenerationJob[] {
+  return prompts.flatMap((promptIds, p) =>
+    Array.from({ length: n }, (_, i) => ({
+      promptIds,
+      sampling: sampling.seed === null ? sampling : { ...sampling, seed: sampling.seed + i },
+      ...(prefix ? { prefix } : {}),
+      ...(i > 0 ? { forkOfJob: p * n } : {}),
+    })),
   );
 }
 
@@ -191,7 +205,11 @@ export async function startGenerations(
   jobs: GenerationJob[],
 ): Promise<Generation[]> {
   const adapter = ctx.models.adapterOf(model);
-  const generations = jobs.map((job, i) => new Generation(ctx, jobs.length === 1 ? request.id : `${request.id}-${i}`, adapter, job, modelParam, request.log));
+  const ids = jobs.map((_, i) => (jobs.length === 1 ? request.id : `${request.id}-${i}`));
+  const generations = jobs.map((job, i) => {
+    const forkOf = job.forkOfJob === undefined ? {} : { forkOf: ids[job.forkOfJob] };
+    return new Generation(ctx, ids[i], adapter, { ...job, ...forkOf }, modelParam, request.log);
+  });
   reply.raw.on('close', () => {
     if (!reply.raw.writableFinished) for (const g of generations) g.abort();
   });

@@ -1,3 +1,4 @@
+import type { GenerationRequest } from '../engine/engine-types.js';
 import type { SamplingParams } from '../engine/sampling-params.js';
 import { DEFAULT_SAMPLING, validateSamplingParams } from '../engine/sampling-params.js';
 import { ApiError } from '../errors.js';
@@ -16,6 +17,17 @@ export interface OpenAiSamplingFields {
   stop?: string | string[] | null;
   stop_token_ids?: number[] | null;
   ignore_eos?: boolean | null;
+}
+
+/** Prefix cache fields of /v1/completions and /v1/chat/completions: vLLM's `cache_salt`, llama.cpp's `cache_prompt`. */
+export interface PrefixCacheFields {
+  cache_salt?: string | null;
+  cache_prompt?: boolean | null;
+}
+
+/** The engine's prefix options for a request: `cache_prompt` false opts out, `cache_salt` keys its blocks apart. */
+export function prefixUse(body: PrefixCacheFields): GenerationRequest['prefix'] {
+  return { ...(body.cache_prompt === false ? { use: false } : {}), ...(body.cache_salt != null ? { salt: body.cache_salt } : {}) };
 }
 
 /** TGI/LoRAX `parameters` of /generate. */

@@ -6,18 +6,25 @@ import { KvCache } from '../model/kv-cache.js';
 import type { EngineOptions } from './engine-options.js';
 import { adapterCall } from './adapter-calls.js';
 import type { EngineErrorCode, EngineStats, GenerationRequest } from './engine-types.js';
+import { EngineCounters, engineStats } from './engine-stats.js';
 import { checkEngineInvariants } from './invariants.js';
-import { KvRows } from './kv-rows.js';
+import { KvRows, rowMoves } from './kv-rows.js';
+import { prefixCall } from './prefix-calls.js';
+import { PrefixCache } from './prefix-cache.js';
+import { PrefixReuse } from './prefix-reuse.js';
 import { Sampler } from './sampler.js';
 import { requestProblem } from './request-validation.js';
-import { admissionPass } from './scheduler.js';
+import { admissionPass, prefillChunks } from './scheduler.js';
 import { Sequence } from './sequence.js';
+import { forkSource, keepForSiblings, siblingComputing } from './sibling-forks.js';
 import { stopAfterToken } from './stop-criteria.js';
 import { StepOutbox } from './step-outbox.js';
 import type { CallResult, EngineCall, FromWorker } from './worker-protocol.js';
 
 /** A request blocked on its adapter's slot this long holds back later requests that need a slot (see AdmissionPolicy). */
 const ADAPTER_AGING_MS = 1000;
+/** Tokens per prefix-cache block: small enough that most of a shared prompt is reused, large enough that hashing is cheap. */
+const PREFIX_BLOCK_TOKENS = 16;
 
 /**
  * The engine loop inside the worker: admit → run → sample → emit → release, one step at a time, over the running
@@ -33,6 +40,7 @@ export class EngineCore {
   readonly #options: EngineOptions;
   readonly #outbox: StepOutbox;
   readonly #kv: KvCache;
+  readonly #prefix: PrefixReuse;
   readonly #sampler: Sampler;
   readonly #eos: ReadonlySet<number>;
   readonly #waiting: Sequence[] = [];
@@ -43,22 +51,18 @@ export class EngineCore {
   #inStep = false;
   #accepting = true;
   #closed = false;
-  #lastBatchSize = 0;
-  #steps = 0;
-  #loraRuns = 0;
-  #generated = 0;
-  #prompted = 0;
+  readonly #counters = new EngineCounters();
 
-  constructor(decoder: ModelRunner, adapters: AdapterManager | null, options: EngineOptions, post: (message: FromWorker) => void) {
+  /** `modelDigest`: identity of the model build, which keys the prefix cache. */
+  constructor(decoder: ModelRunner, adapters: AdapterManager | null, options: EngineOptions, modelDigest: string, post: (message: FromWorker) => void) {
     this.#decoder = decoder;
     this.#adapters = adapters;
     this.#options = options;
     this.#outbox = new StepOutbox(post);
     this.#kv = new KvCache(decoder.config, options.maxBatch, options.contextLength);
-    this.#running = new KvRows((seq, to) => {
-      this.#kv.copyRow(seq.row, to, seq.computed);
-      this.#adapters?.slots.moveRow(seq.row, to);
-    });
+    this.#running = new KvRows(rowMoves(this.#kv, adapters?.slots ?? null));
+    const cacheBytes = options.prefixCacheBytes ?? 0;
+    this.#prefix = new PrefixReuse(cacheBytes > 0 ? new PrefixCache(PREFIX_BLOCK_TOKENS, this.#kv.positionFloats, cacheBytes) : null, this.#kv, modelDigest);
     this.#sampler = new Sampler(decoder.config.vocabSize);
     this.#eos = new Set(decoder.config.eosTokenIds);
   }
@@ -91,7 +95,7 @@ export class EngineCore {
       return refuse('invalid_request', err instanceof Error ? err.message : String(err));
     }
     this.#waiting.push(seq);
-    this.#prompted += request.promptIds.length;
+    this.#counters.prompted += request.promptIds.length;
     this.wake();
   }
 
@@ -108,31 +112,21 @@ export class EngineCore {
       case 'adapter.register':
       case 'adapter.unregister':
       case 'adapter.pin':
-      case 'adapter.list': return adapterCall(this.#adapters, call);
+      case 'adapter.list': return adapterCall(this.#adapters, call, (digest) => this.#prefix.cache?.drop((d) => d === digest));
       case 'stats': return this.stats();
+      case 'prefix.stats':
+      case 'prefix.clear': return prefixCall(this.#prefix.cache, this.#adapters, call);
       case 'check': return this.#inStep ? [] : this.invariantViolations();
       case 'drain': return this.#drain(call.deadlineMs);
     }
   }
 
   stats(): EngineStats {
-    const adapterNames = (seqs: readonly Sequence[]) => [...new Set(seqs.flatMap((s) => (s.adapter ? [s.adapter.name] : [])))];
-    const kvPositions = this.#running.all.reduce((sum, s) => sum + s.computed, 0);
-    return {
-      running: this.#running.length,
-      waiting: this.#waiting.length,
-      kvUsage: kvPositions / (this.#options.maxBatch * this.#options.contextLength),
-      batchSize: this.#lastBatchSize,
-      maxLoras: this.#options.maxLoras,
-      runningAdapters: adapterNames(this.#running.all),
-      waitingAdapters: adapterNames(this.#waiting),
-      adapterLoads: { host: this.#adapters?.hostLoads ?? 0, slot: this.#adapters?.slots.loads ?? 0 },
-      adapterEvictions: { host: this.#adapters?.hostEvictions ?? 0, slot: this.#adapters?.slots.evictions ?? 0 },
-      loraRuns: this.#loraRuns,
-      stepsTotal: this.#steps,
-      tokensGenerated: this.#generated,
-      promptTokens: this.#prompted,
-    };
+    const { maxBatch, contextLength, maxLoras } = this.#options;
+    return engineStats({
+      counters: this.#counters, running: this.#running.all, waiting: this.#waiting, maxBatch, contextLength, maxLoras,
+      adapters: this.#adapters, prefixCache: this.#prefix.cache,
+    });
   }
 
   /** The engine's bookkeeping rules that the current state breaks (see checkEngineInvariants); call between steps. */
@@ -144,6 +138,7 @@ export class EngineCore {
       contextLength: this.#options.contextLength,
       slotReferences: this.#adapters?.slots.references() ?? null,
       adapterBindings: this.#adapters?.bindings() ?? null,
+      prefixCache: this.#prefix.cache,
     });
   }
 
@@ -168,28 +163,52 @@ export class EngineCore {
     this.wake();
   }
 
+  get #maxBatchedTokens(): number {
+    return this.#options.maxBatchedTokens ?? this.#options.prefillChunk + this.#options.maxBatch;
+  }
+
+  /** One decode run over the decoding rows, then each prefill chunk the token budget allows, each in a run of its own. */
   async #step(): Promise<void> {
-    const prefilling = this.#running.prefilling;
     const decoding = this.#running.decoding();
+    const chunks = prefillChunks(this.#running.prefilling(), this.#maxBatchedTokens - decoding.length, this.#options.prefillChunk);
+    let prefilled = 0;
     this.#inStep = true;
     try {
       if (decoding.length > 0) await this.#decode(decoding);
-      if (prefilling && !prefilling.ended) await this.#prefill(prefilling);
+      for (const [seq, chunk] of chunks) {
+        if (seq.ended) continue;
+        await this.#prefill(seq, chunk);
+        prefilled += chunk;
+      }
     } finally {
       this.#inStep = false;
     }
+    this.#running.arrange();
     this.#releaseEnded();
-    this.#lastBatchSize = decoding.length + (prefilling ? 1 : 0);
-    this.#steps++;
+    const counters = this.#counters;
+    counters.lastBatchSize = decoding.length + chunks.size;
+    counters.steps++;
+    counters.prefillComputed += prefilled;
+    counters.decodeComputed += decoding.length;
+    this.#outbox.step({ prefill: prefilled, decode: decoding.length });
     this.#flush();
   }
 
-  /** Starts waiting sequences while a row is free (one prefill row at a time), and fails those that cannot start. */
+  /**
+   * Starts waiting sequences while a row is free and the step's token budget has room (what running prefills and
+   * decodes take comes first), restoring what the prefix cache holds of their prompts; fails those that cannot start.
+   */
   #admit(): void {
-    const freeRows = this.#running.prefilling || this.#running.length >= this.#options.maxBatch ? 0 : 1;
-    const acquire = (seq: Sequence) => (this.#adapters && seq.adapter ? this.#adapters.acquireSlot(seq.adapter, seq.arrivedAt) : { slot: 0 });
+    const decoding = this.#running.decodingCount;
+    const planned = [...prefillChunks(this.#running.prefilling(), this.#maxBatchedTokens - decoding, this.#options.prefillChunk).values()];
+    const room = { rows: this.#options.maxBatch - this.#running.length, tokens: this.#maxBatchedTokens - decoding - planned.reduce((a, b) => a + b, 0) };
+    const hooks = {
+      acquire: (seq: Sequence) => (this.#adapters && seq.adapter ? this.#adapters.acquireSlot(seq.adapter, seq.arrivedAt) : { slot: 0 }),
+      cost: (seq: Sequence) => (forkSource(seq, this.#running.all) ? 0 : Math.min(this.#prefix.uncached(seq), this.#options.prefillChunk)),
+      ready: (seq: Sequence) => forkSource(seq, this.#running.all) !== undefined || !siblingComputing(seq, this.#waiting, this.#running.all),
+    };
     const policy = { agingMs: ADAPTER_AGING_MS, adapterWaitTimeoutMs: this.#options.adapterWaitTimeoutMs };
-    for (const decision of admissionPass(this.#waiting, freeRows, acquire, performance.now(), policy)) {
+    for (const decision of admissionPass(this.#waiting, room, hooks, performance.now(), policy)) {
       const { seq } = decision;
       if (decision.type === 'fail') {
         this.#end(seq, { code: decision.code, message: decision.message });
@@ -198,19 +217,32 @@ export class EngineCore {
       this.#waiting.splice(this.#waiting.indexOf(seq), 1);
       seq.slot = decision.slot;
       seq.admittedAt = performance.now();
-      this.#running.add(seq);
-      this.#adapters?.slots.bindRow(seq.row, seq.slot);
+      const source = forkSource(seq, this.#running.all);
+      const place = () => {
+        this.#running.add(seq);
+        this.#adapters?.slots.bindRow(seq.row, seq.slot);
+      };
+      if (source?.promptLogits) {
+        // Its first token comes from the sibling's prompt logits: exactly what computing the prompt alone gives.
+        this.#prefix.fork(seq, source, place);
+        this.#sample(seq, source.promptLogits, 0);
+      } else {
+        this.#prefix.restore(seq, place);
+      }
     }
     this.#releaseEnded();
   }
 
-  async #prefill(seq: Sequence): Promise<void> {
-    const chunk = seq.tokens.slice(seq.computed, seq.computed + this.#options.prefillChunk);
+  async #prefill(seq: Sequence, length: number): Promise<void> {
+    const chunk = seq.tokens.slice(seq.computed, seq.computed + length);
     const logits = await this.#forward([seq], [chunk]);
     if (!logits) return;
     seq.computed += chunk.length;
+    this.#prefix.store(seq);
     // A chunk that stops short of the last prompt token leaves the sequence to a later run: nothing to sample yet.
-    if (seq.allComputed) this.#sample(seq, logits, 0);
+    if (!seq.allComputed) return;
+    keepForSiblings(seq, this.#waiting, logits, 0, this.#decoder.config.vocabSize);
+    this.#sample(seq, logits, 0);
   }
 
   async #decode(seqs: Sequence[]): Promise<void> {
@@ -218,6 +250,11 @@ export class EngineCore {
     if (!logits) return;
     seqs.forEach((seq, i) => {
       seq.computed += 1;
+      // The last prompt token of a restored prompt is computed here: a warm request's report is due now.
+      if (seq.computed === seq.promptLength) {
+        this.#prefix.store(seq);
+        keepForSiblings(seq, this.#waiting, logits, i, this.#decoder.config.vocabSize);
+      }
       this.#sample(seq, logits, i);
     });
   }
@@ -237,7 +274,7 @@ export class EngineCore {
   /** The run's adapter inputs whenever the engine serves adapters (the native graph reads its slot stacks every run). */
   #loraBatch(seqs: Sequence[]): LoraBatch | undefined {
     if (!this.#adapters) return undefined;
-    if (seqs.some((s) => s.slot > 0)) this.#loraRuns++;
+    if (seqs.some((s) => s.slot > 0)) this.#counters.loraRuns++;
     return this.#adapters.slots.batch(seqs[0].row, seqs.map((s) => s.slot));
   }
 
@@ -257,7 +294,7 @@ export class EngineCore {
     const token = result.tokenId;
     seq.sampling.append(token);
     seq.tokens.push(token);
-    this.#generated++;
+    this.#counters.generated++;
     const stop = stopAfterToken(token, params, this.#eos, { output: seq.outputLength, total: seq.tokens.length, context: this.#options.contextLength });
     this.#outbox.token({ id: seq.id, tokenId: token, logprob: result.logprob, topLogprobs: result.topLogprobs, stopToken: stop?.reason === 'stop' });
     if (stop) this.#end(seq, { reason: stop.reason, stopReason: stop.reason === 'stop' ? stop.tokenId : null });
@@ -280,8 +317,7 @@ export class EngineCore {
       id: seq.id,
       finishReason: outcome.reason,
       stopReason: outcome.stopReason,
-      // No prefix cache yet: every prompt token is computed.
-      usage: { promptTokens: seq.promptLength, completionTokens: seq.outputLength, cachedTokens: 0 },
+      usage: { promptTokens: seq.promptLength, completionTokens: seq.outputLength, cachedTokens: seq.cachedTokens, ...(seq.request.prefix?.warm ? { prefixTokens: seq.prefixTokens } : {}) },
       queueMs: seq.admittedAt - seq.arrivedAt,
     });
   }

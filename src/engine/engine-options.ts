@@ -14,8 +14,16 @@ export interface EngineOptions {
   maxBatch: number;
   /** Tokens per sequence, prompt and output together (KV capacity per row); at most the model's context. */
   contextLength: number;
-  /** Most prompt tokens prefilled in one step, so a long prompt cannot stall running decodes for long. */
+  /** Most prompt tokens of one sequence computed in one step (the chunk of chunked prefill). */
   prefillChunk: number;
+  /**
+   * Most tokens one step computes: one per decoding sequence plus the prompt chunks, so prefills never stall running
+   * decodes for longer than this many tokens take. Default: `prefillChunk + maxBatch`, so a whole chunk fits while
+   * every row decodes.
+   */
+  maxBatchedTokens?: number;
+  /** Host memory for the prefix cache's KV blocks, in bytes; 0 turns it off. Default 0. */
+  prefixCacheBytes?: number;
   /** Adapter slots in the graph: the most distinct adapters one batch can use. 0 disables LoRA. */
   maxLoras: number;
   /** Largest adapter rank accepted; slots are padded to it. */

@@ -1,3 +1,4 @@
+import type { PrefixCacheStats } from './prefix-cache.js';
 import type { SamplingParams } from './sampling-params.js';
 
 /** A validated generation request: the engine never sees JSON. */
@@ -8,6 +9,16 @@ export interface GenerationRequest {
   /** Registered adapter name, or null for the base model. */
   adapter: string | null;
   sampling: SamplingParams;
+  /**
+   * Prefix cache use: `use` false opts out, `salt` isolates tenants (vLLM's cache_salt), `warm` asks for the prompt's
+   * blocks to be reported in `usage.prefixTokens` (and pinned, with `pin`) once it is computed.
+   */
+  prefix?: { use?: boolean; salt?: string; warm?: { pin: boolean } };
+  /**
+   * Another request (a sibling choice of `n > 1`) with the same prompt and adapter: this one waits until that one has
+   * computed the prompt, then copies its KV instead of computing it again.
+   */
+  forkOf?: string;
 }
 
 export type FinishReason = 'stop' | 'length' | 'abort';
@@ -20,8 +31,10 @@ export interface TokenLogprob {
 export interface Usage {
   promptTokens: number;
   completionTokens: number;
-  /** Prompt tokens served from a prefix cache instead of being computed; 0 until the engine has a prefix cache. */
+  /** Prompt tokens restored from the prefix cache instead of being computed. */
   cachedTokens: number;
+  /** Leading prompt tokens in the prefix cache once the prompt was computed (and pinned, if asked): warm requests only. */
+  prefixTokens?: number;
 }
 
 /** Error kinds an engine can report for one request; the API maps them to HTTP statuses. */
@@ -88,4 +101,9 @@ export interface EngineStats {
   stepsTotal: number;
   tokensGenerated: number;
   promptTokens: number;
+  /** Tokens computed by prefill runs and by decode runs, since start. */
+  prefillTokensComputed: number;
+  decodeTokensComputed: number;
+  /** Null when the prefix cache is off (`--prefix-cache-bytes 0`). */
+  prefixCache: PrefixCacheStats | null;
 }

@@ -33,7 +33,7 @@ try {
     : null;
   // LORASERVE_CHECK_INVARIANTS=1 (set by the test configuration) checks the engine's bookkeeping each time it goes idle.
   const checkInvariants = options.checkInvariants ?? process.env.LORASERVE_CHECK_INVARIANTS === '1';
-  core = new EngineCore(model.decoder, adapters, { ...options, contextLength, checkInvariants }, post);
+  core = new EngineCore(model.decoder, adapters, { ...options, contextLength, checkInvariants }, model.buildDigest, post);
   const engine = core;
   port.on('message', (message: ToWorker) => {
     switch (message.type) {

@@ -9,7 +9,7 @@ import { spawnWorker } from '../spawn-worker.js';
 import type { EngineOptions } from './engine-options.js';
 import type { AdapterInfo, EngineStats, GenerationEvent, GenerationRequest } from './engine-types.js';
 import { RequestStream } from './request-stream.js';
-import type { CallResult, EngineCall, FromWorker, ToWorker } from './worker-protocol.js';
+import type { CallResult, EngineCall, FromWorker, PrefixCacheInfo, StepTokensOut, ToWorker } from './worker-protocol.js';
 
 /** An engine call that failed in the worker; adapter refusals arrive as AdapterError. */
 export class EngineError extends Error {
@@ -30,6 +30,7 @@ export class Engine {
   #resolveReady: () => void = () => undefined;
   #model: Omit<Extract<FromWorker, { type: 'ready' }>, 'type'> | null = null;
   readonly #adapterLoadListeners: ((tier: 'host' | 'slot', seconds: number) => void)[] = [];
+  readonly #stepListeners: ((tokens: StepTokensOut) => void)[] = [];
   readonly #failureListeners: ((reason: string) => void)[] = [];
   #nextCall = 0;
   #dead: string | null = null;
@@ -127,6 +128,18 @@ export class Engine {
     list: async (): Promise<AdapterInfo[]> => (await this.#call({ op: 'adapter.list' })) as AdapterInfo[],
   };
 
+  readonly prefixCache = {
+    /** The prefix cache's blocks, bytes and hit counts; null when it is off. */
+    stats: async (): Promise<PrefixCacheInfo | null> => (await this.#call({ op: 'prefix.stats' })) as PrefixCacheInfo | null,
+    /** Drops blocks, pinned ones too: all (`adapter` undefined), the base model's (null), or one adapter's (by name). */
+    clear: async (adapter?: string | null): Promise<number> => ((await this.#call({ op: 'prefix.clear', adapter })) as { droppedBlocks: number }).droppedBlocks,
+  };
+
+  /** Called after each engine step with the tokens it computed. */
+  onStep(listener: (tokens: StepTokensOut) => void): void {
+    this.#stepListeners.push(listener);
+  }
+
   /** Called for each adapter moved into a tier (host: read from disk; slot: written into the graph's slots). */
   onAdapterLoad(listener: (tier: 'host' | 'slot', seconds: number) => void): void {
     this.#adapterLoadListeners.push(listener);
@@ -168,6 +181,7 @@ export class Engine {
         }
         for (const [id, stream] of this.#streams) if (stream.ended) this.#streams.delete(id);
         for (const load of message.adapterLoads) for (const listener of this.#adapterLoadListeners) listener(load.tier, load.ms / 1000);
+        for (const step of message.steps) for (const listener of this.#stepListeners) listener(step);
         return;
       case 'reply': {
         const call = this.#calls.get(message.callId);

@@ -1,4 +1,5 @@
 // Runs in the engine worker: the bookkeeping rules every state between steps must satisfy.
+import type { PrefixCache } from './prefix-cache.js';
 import type { Sequence } from './sequence.js';
 
 export interface EngineState {
@@ -11,20 +12,23 @@ export interface EngineState {
   slotReferences: readonly number[] | null;
   /** Requests bound per adapter digest, as the adapter manager counts them (null without adapters). */
   adapterBindings: ReadonlyMap<string, number> | null;
+  /** Its own rules: chains whole, child counts right, within capacity (null when off). */
+  prefixCache: PrefixCache | null;
 }
 
 /**
  * The violated rules, each named; empty when the state is sound:
- * rows dense (running[i] holds row i), at most one prefilling sequence and it is last, waiting sequences hold no row
+ * rows dense (running[i] holds row i), prefilling sequences after every decoding one, waiting sequences hold no row
  * or slot, computed positions fit the row, nothing ended is left unreleased, each slot's references equal the running
- * rows bound to it, and each adapter's bindings equal the waiting and running requests for it.
+ * rows bound to it, each adapter's bindings equal the waiting and running requests for it, and the prefix cache's
+ * blocks are sound.
  */
 export function checkEngineInvariants(state: EngineState): string[] {
   const problems: string[] = [];
   const { running, waiting } = state;
   running.forEach((seq, i) => {
     if (seq.row !== i) problems.push(`rows not dense: running[${i}] (${seq.id}) holds row ${seq.row}`);
-    if (seq.prefilling && i !== running.length - 1) problems.push(`prefilling sequence ${seq.id} is in row ${i}, not the last row`);
+    if (!seq.prefilling && i > 0 && running[i - 1].prefilling) problems.push(`decoding sequence ${seq.id} in row ${i} follows a prefilling one`);
     if (seq.computed > state.contextLength || seq.computed > seq.tokens.length) problems.push(`sequence ${seq.id} has ${seq.computed} computed positions of ${seq.tokens.length} tokens`);
   });
   for (const seq of waiting) {
@@ -47,5 +51,6 @@ export function checkEngineInvariants(state: EngineState): string[] {
       if (bound !== requests) problems.push(`adapter ${digest.slice(0, 12)} has ${bound} bindings but ${requests} requests`);
     }
   }
+  if (state.prefixCache) problems.push(...state.prefixCache.violations());
   return problems;
 }

@@ -45,7 +45,7 @@ export class RequestStream implements AsyncIterable<GenerationEvent> {
   onDone(d: DoneOut): void {
     if (this.#ended) return;
     const check = this.#stop.check(this.#detokenizer.flush());
-    this.#end(check.stop !== null ? 'stop' : d.finishReason, check.emit + this.#stop.flush(), check.stop ?? d.stopReason, d.usage.cachedTokens, d.queueMs);
+    this.#end(check.stop !== null ? 'stop' : d.finishReason, check.emit + this.#stop.flush(), check.stop ?? d.stopReason, d);
   }
 
   onError(code: EngineErrorCode, message: string): void {
@@ -78,15 +78,22 @@ export class RequestStream implements AsyncIterable<GenerationEvent> {
     }
   }
 
-  #end(finishReason: FinishReason, text: string, stopReason: string | number | null, cachedTokens = 0, queueMs: number | null = null): void {
+  /** `reported`: what the engine said when it finished the request; null when the main thread ends it. */
+  #end(finishReason: FinishReason, text: string, stopReason: string | number | null, reported: DoneOut | null = null): void {
     this.#ended = true;
+    const prefixTokens = reported?.usage.prefixTokens;
     this.#push({
       type: 'done',
       finishReason,
       text,
       stopReason,
-      usage: { promptTokens: this.request.promptIds.length, completionTokens: this.#completionTokens, cachedTokens },
-      queueMs,
+      usage: {
+        promptTokens: this.request.promptIds.length,
+        completionTokens: this.#completionTokens,
+        cachedTokens: reported?.usage.cachedTokens ?? 0,
+        ...(prefixTokens === undefined ? {} : { prefixTokens }),
+      },
+      queueMs: reported?.queueMs ?? null,
     });
   }
 

@@ -20,6 +20,16 @@ export class Sequence {
   /** KV row while running; -1 while waiting. */
   row = -1;
   computed = 0;
+  /** Prompt tokens restored from the prefix cache instead of computed. */
+  cachedTokens = 0;
+  /** Hash chain of its full prompt blocks (PrefixReuse.hashes); null until computed. */
+  prefixHashes: readonly string[] | null = null;
+  /** Leading prompt blocks known to be in the prefix cache (restored from it or stored into it). */
+  storedBlocks = 0;
+  /** The logits after its last prompt token, kept while sibling choices wait to fork from it (GenerationRequest.forkOf). */
+  promptLogits: Float32Array | null = null;
+  /** Leading prompt tokens in the prefix cache once the prompt was computed; reported to warm requests. */
+  prefixTokens = 0;
   readonly arrivedAt = performance.now();
   admittedAt = 0;
   /**

@@ -1,13 +1,14 @@
 // Runs in the engine worker: what one step tells the main thread, sent as one message.
 import type { EngineErrorCode } from './engine-types.js';
-import type { AdapterLoadOut, DoneOut, FromWorker, TokenOut } from './worker-protocol.js';
+import type { AdapterLoadOut, DoneOut, FromWorker, StepTokensOut, TokenOut } from './worker-protocol.js';
 
-/** Collects a step's tokens, finished requests, errors and adapter loads, and posts them together. */
+/** Collects a step's tokens, finished requests, errors, adapter loads and token counts, and posts them together. */
 export class StepOutbox {
   readonly #post: (message: FromWorker) => void;
   #tokens: TokenOut[] = [];
   #done: DoneOut[] = [];
   #errors: { id: string; code: EngineErrorCode; message: string }[] = [];
+  #steps: StepTokensOut[] = [];
 
   constructor(post: (message: FromWorker) => void) {
     this.#post = post;
@@ -25,10 +26,15 @@ export class StepOutbox {
     this.#errors.push({ id, code, message });
   }
 
+  step(tokens: StepTokensOut): void {
+    this.#steps.push(tokens);
+  }
+
   /** Posts what was collected (nothing when there is nothing to say). */
   flush(adapterLoads: AdapterLoadOut[]): void {
-    if (this.#tokens.length === 0 && this.#done.length === 0 && this.#errors.length === 0 && adapterLoads.length === 0) return;
-    this.#post({ type: 'step', tokens: this.#tokens, done: this.#done, errors: this.#errors, adapterLoads });
+    if (this.#tokens.length === 0 && this.#done.length === 0 && this.#errors.length === 0 && adapterLoads.length === 0 && this.#steps.length === 0) return;
+    this.#post({ type: 'step', tokens: this.#tokens, done: this.#done, errors: this.#errors, adapterLoads, steps: this.#steps });
+    this.#steps = [];
     this.#tokens = [];
     this.#done = [];
     this.#errors = [];

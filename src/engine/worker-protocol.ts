@@ -1,4 +1,5 @@
 import type { AdapterErrorCode } from '../adapters/adapter-error.js';
+import type { PrefixCacheStats } from './prefix-cache.js';
 import type { ModelConfig } from '../model/model-config.js';
 import type { AdapterInfo, EngineErrorCode, EngineStats, FinishReason, GenerationRequest, TokenLogprob, Usage } from './engine-types.js';
 
@@ -9,11 +10,26 @@ export type EngineCall =
   | { op: 'adapter.pin'; name: string; pinned: boolean }
   | { op: 'adapter.list' }
   | { op: 'stats' }
+  /** The prefix cache's state (null when it is off). */
+  | { op: 'prefix.stats' }
+  /** Drops prefix-cache blocks, pinned ones too: all of them, the base model's (`adapter` null), or one adapter's. */
+  | { op: 'prefix.clear'; adapter?: string | null }
   /** The engine's invariant violations (see src/engine/invariants.ts); none while a step is in flight. */
   | { op: 'check' }
   | { op: 'drain'; deadlineMs: number };
 
-export type CallResult = AdapterInfo | AdapterInfo[] | EngineStats | string[] | null;
+export type CallResult = AdapterInfo | AdapterInfo[] | EngineStats | PrefixCacheInfo | { droppedBlocks: number } | string[] | null;
+
+/** The prefix cache's state, with each adapter digest's registered names (a block is keyed by content, not name). */
+export interface PrefixCacheInfo extends PrefixCacheStats {
+  adapterNames: Record<string, string[]>;
+}
+
+/** Tokens one engine step computed: prompt tokens in prefill runs, and one per sequence in the decode run. */
+export interface StepTokensOut {
+  prefill: number;
+  decode: number;
+}
 
 /** Main thread → engine worker. */
 export type ToWorker =
@@ -53,6 +69,6 @@ export type FromWorker =
   /** `runtimeNote`: why the native runtime is not serving though it was preferred (see RuntimeChoice 'auto'). */
   | { type: 'ready'; config: ModelConfig; contextLength: number; rebuildReason: string | null; runtime: 'native' | 'stock'; runtimeNote: string | null }
   | { type: 'fatal'; message: string }
-  | { type: 'step'; tokens: TokenOut[]; done: DoneOut[]; errors: { id: string; code: EngineErrorCode; message: string }[]; adapterLoads: AdapterLoadOut[] }
+  | { type: 'step'; tokens: TokenOut[]; done: DoneOut[]; errors: { id: string; code: EngineErrorCode; message: string }[]; adapterLoads: AdapterLoadOut[]; steps: StepTokensOut[] }
   | { type: 'reply'; callId: number; ok: true; value: CallResult }
   | { type: 'reply'; callId: number; ok: false; code: AdapterErrorCode | EngineErrorCode; path: string | null; message: string };

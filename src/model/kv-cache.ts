@@ -12,6 +12,8 @@ export class KvCache {
   readonly #headDim: number;
   readonly #keys: Float32Array[];
   readonly #values: Float32Array[];
+  /** One head's positions of one row, for swapRows. */
+  #scratch = new Float32Array(0);
 
   constructor(config: ModelConfig, rows: number, capacity: number) {
     this.rows = rows;
@@ -25,6 +27,11 @@ export class KvCache {
 
   get bytes(): number {
     return 2 * this.#keys.length * this.#keys[0].byteLength;
+  }
+
+  /** Floats that one position of one row takes over all layers, keys and values. */
+  get positionFloats(): number {
+    return 2 * this.#keys.length * this.#kvHeads * this.#headDim;
   }
 
   /** Dims of a view over `count` rows. */
@@ -59,6 +66,51 @@ export class KvCache {
         for (let i = 0; i < hd; i++) {
           keys[dst + i] = newKeys[s + i];
           values[dst + i] = newValues[s + i];
+        }
+      }
+    }
+  }
+
+  /**
+   * Copies positions `start..start+count)` of `row` into `into`, laid out `[layer][key, value][kvHead][count][headDim]`
+   * (`count * positionFloats` floats): a prefix-cache block.
+   */
+  readPositions(row: number, start: number, count: number, into: Float32Array): void {
+    this.#positions(row, start, count, (buffer, at, offset, span) => into.set(buffer.subarray(at, at + span), offset));
+  }
+
+  /** The inverse of `readPositions`: writes a block into positions `start..start+count)` of `row`. */
+  writePositions(row: number, start: number, count: number, from: Float32Array): void {
+    this.#positions(row, start, count, (buffer, at, offset, span) => buffer.set(from.subarray(offset, offset + span), at));
+  }
+
+  /** Exchanges the first `lengthA` positions of row `a` with the first `lengthB` of row `b` (rows reordered between runs). */
+  swapRows(a: number, b: number, lengthA: number, lengthB: number): void {
+    if (this.#scratch.length === 0) this.#scratch = new Float32Array(this.capacity * this.#headDim);
+    const scratch = this.#scratch;
+    for (const buffers of [this.#keys, this.#values]) {
+      for (const buffer of buffers) {
+        for (let h = 0; h < this.#kvHeads; h++) {
+          const atA = (a * this.#kvHeads + h) * this.capacity * this.#headDim;
+          const atB = (b * this.#kvHeads + h) * this.capacity * this.#headDim;
+          scratch.set(buffer.subarray(atA, atA + lengthA * this.#headDim));
+          buffer.copyWithin(atA, atB, atB + lengthB * this.#headDim);
+          buffer.set(scratch.subarray(0, lengthA * this.#headDim), atB);
+        }
+      }
+    }
+  }
+
+  #positions(row: number, start: number, count: number, copy: (buffer: Float32Array, at: number, offset: number, span: number) => void): void {
+    if (start < 0 || start + count > this.capacity) throw new Error(`positions ${start}..${start + count} are outside the KV capacity ${this.capacity}`);
+    const hd = this.#headDim;
+    const span = count * hd;
+    let offset = 0;
+    for (let layer = 0; layer < this.#keys.length; layer++) {
+      for (const buffer of [this.#keys[layer], this.#values[layer]]) {
+        for (let h = 0; h < this.#kvHeads; h++) {
+          copy(buffer, ((row * this.#kvHeads + h) * this.capacity + start) * hd, offset, span);
+          offset += span;
         }
       }
     }

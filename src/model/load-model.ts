@@ -1,3 +1,4 @@
+import { basename } from 'node:path';
 import type { BuildOptions } from './graph-builder.js';
 import { DEFAULT_BUILD_OPTIONS } from './graph-builder.js';
 import { buildOrReuse, defaultCacheRoot } from './build-cache.js';
@@ -35,6 +36,8 @@ export interface LoadedModel {
   runtimeNote: string | null;
   /** Milliseconds spent opening, building (or reusing) and creating the session. */
   loadMs: number;
+  /** Identity of the build (checkpoint digest, build options, builder version): its build cache key. */
+  buildDigest: string;
   cached: boolean;
   /** Set when the cached build failed verification and was rebuilt: why, for the caller to log. */
   rebuildReason?: string;
@@ -70,6 +73,7 @@ export async function loadModel(options: LoadModelOptions): Promise<LoadedModel>
     runtime: runtime ? 'native' : 'stock',
     runtimeNote: native && 'unavailable' in native ? native.unavailable : null,
     loadMs: performance.now() - start,
+    buildDigest: basename(built.dir),
     cached: built.cached,
     rebuildReason: built.rebuildReason,
   };

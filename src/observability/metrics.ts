@@ -9,6 +9,7 @@ export interface MetricsSource {
   stats(): Promise<EngineStats>;
   readonly adapters: { list(): Promise<AdapterInfo[]> };
   onAdapterLoad(listener: (tier: 'host' | 'slot', seconds: number) => void): void;
+  onStep(listener: (tokens: { prefill: number; decode: number }) => void): void;
 }
 
 /** How a generation ended: its finish reason, or `error` when the engine failed it. */
@@ -30,6 +31,7 @@ const ITL_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 
 const E2E_BUCKETS = [0.05, 0.1, 0.3, 0.5, 0.8, 1, 1.5, 2, 2.5, 5, 10, 15, 20, 30, 40, 50, 60, 120, 240, 480, 960, 1920];
 const TIERS = ['host', 'slot'] as const;
 const ADAPTER_LOAD_BUCKETS = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+const STEP_TOKEN_BUCKETS = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096];
 
 /**
  * The server's Prometheus metrics, in a registry of its own: `loraserve_*` per pipeline stage, plus the `vllm:*` gauges
@@ -57,6 +59,10 @@ export class ServerMetrics {
   readonly #adapterEvictions: Counter<'tier'>;
   readonly #adaptersResident: Gauge<'tier'>;
   readonly #adaptersRegistered: Gauge;
+  readonly #prefixQueries: Counter[];
+  readonly #prefixHits: Counter[];
+  readonly #prefixEvictions: Counter;
+  readonly #prefixBytes: Gauge;
   readonly #vllmWaiting: Gauge<'model_name'>;
   readonly #vllmRunning: Gauge<'model_name'>;
   readonly #vllmKvUsage: Gauge<'model_name'>;
@@ -103,6 +109,17 @@ export class ServerMetrics {
     this.#adapterEvictions = counter('loraserve_adapter_evictions_total', 'Adapters evicted from a tier.', ['tier']);
     this.#adaptersResident = gauge('loraserve_adapters_resident', 'Registered adapters by the tier their weights are in now (disk, host, slot).', ['tier']);
     this.#adaptersRegistered = gauge('loraserve_adapters_registered', 'Registered adapters.');
+    const queried = 'Prompt tokens of requests that looked the prefix cache up (every prompt token counts).';
+    const restored = 'Prompt tokens restored from the prefix cache instead of computed.';
+    this.#prefixQueries = [counter('loraserve_prefix_cache_query_tokens_total', queried), counter('vllm:prefix_cache_queries_total', `${queried} (vLLM name).`)];
+    this.#prefixHits = [counter('loraserve_prefix_cache_hit_tokens_total', restored), counter('vllm:prefix_cache_hits_total', `${restored} (vLLM name).`)];
+    this.#prefixEvictions = counter('loraserve_prefix_cache_evictions_total', 'Prefix-cache blocks evicted to make room (least recently used, unpinned, without cached children).');
+    this.#prefixBytes = gauge('loraserve_prefix_cache_bytes', 'Host memory held by prefix-cache KV blocks.');
+    const stepTokens = histogram('loraserve_step_tokens', 'Tokens one engine step computed, by kind: prefill (prompt tokens) or decode (one per decoding request).', STEP_TOKEN_BUCKETS, ['kind']);
+    source.onStep(({ prefill, decode }) => {
+      if (prefill > 0) stepTokens.observe({ kind: 'prefill' }, prefill);
+      if (decode > 0) stepTokens.observe({ kind: 'decode' }, decode);
+    });
     this.#vllmWaiting = gauge('vllm:num_requests_waiting', 'Requests waiting to start (vLLM name).', ['model_name']);
     this.#vllmRunning = gauge('vllm:num_requests_running', 'Requests running (vLLM name).', ['model_name']);
     this.#vllmKvUsage = gauge('vllm:kv_cache_usage_perc', 'KV positions holding running sequences\' computed tokens / all KV positions, 0..1 (vLLM name).', ['model_name']);
@@ -163,6 +180,16 @@ export class ServerMetrics {
     for (const tier of TIERS) {
       this.#adapterLoads.inc({ tier }, this.#advance(`loads.${tier}`, stats.adapterLoads[tier]));
       this.#adapterEvictions.inc({ tier }, this.#advance(`evictions.${tier}`, stats.adapterEvictions[tier]));
+    }
+
+    const prefix = stats.prefixCache;
+    if (prefix) {
+      const queried = this.#advance('prefix.queries', prefix.queryTokens);
+      const hit = this.#advance('prefix.hits', prefix.hitTokens);
+      for (const c of this.#prefixQueries) c.inc(queried);
+      for (const c of this.#prefixHits) c.inc(hit);
+      this.#prefixEvictions.inc(this.#advance('prefix.evictions', prefix.evictions));
+      this.#prefixBytes.set(prefix.bytes);
     }
 
     this.#adaptersRegistered.set(adapters.length);

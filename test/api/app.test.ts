@@ -98,7 +98,7 @@ describe('errors', () => {
     const e = server.engine;
     const failing = (events: GenerationEvent[]): ServingEngine => ({
       config: e.config, tokenizer: e.tokenizer, contextLength: e.contextLength, maxWaiting: e.maxWaiting, failure: null, runtime: e.runtime, adapters: e.adapters,
-      stats: () => e.stats(), abort: (id) => e.abort(id), onAdapterLoad: () => undefined,
+      prefixCache: e.prefixCache, stats: () => e.stats(), abort: (id) => e.abort(id), onAdapterLoad: () => undefined, onStep: () => undefined,
       submit: () => (async function* () { yield* events; })(),
     });
     const boom: GenerationEvent = { type: 'error', code: 'engine_error', message: 'model run failed: boom' };

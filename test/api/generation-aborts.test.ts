@@ -54,7 +54,9 @@ function observedEngine(replace: (request: GenerationRequest) => AsyncIterable<G
       },
     },
     stats: () => engine.stats(),
+    prefixCache: engine.prefixCache,
     onAdapterLoad: (listener) => engine.onAdapterLoad(listener),
+    onStep: (listener) => engine.onStep(listener),
   };
   return { serving, submitted, release, registerStarted };
 }

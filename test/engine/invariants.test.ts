@@ -19,7 +19,7 @@ function running(row: number, slot = 0): Sequence {
 
 function state(overrides: Partial<EngineState>): EngineState {
   const rows = overrides.running ?? [running(0, 1), running(1), running(2, 1)];
-  return { running: rows, waiting: [], ended: [], contextLength: 64, slotReferences: [0, 2, 0], adapterBindings: new Map([['dx', 2]]), ...overrides };
+  return { running: rows, waiting: [], ended: [], contextLength: 64, slotReferences: [0, 2, 0], adapterBindings: new Map([['dx', 2]]), prefixCache: null, ...overrides };
 }
 
 describe('checkEngineInvariants', () => {
@@ -34,7 +34,7 @@ describe('checkEngineInvariants', () => {
     const prefill = running(0);
     prefill.computed = 0;
     expect(checkEngineInvariants(state({ running: [prefill, running(1)], slotReferences: null, adapterBindings: null })))
-      .toEqual(['prefilling sequence s0 is in row 0, not the last row']);
+      .toEqual(['decoding sequence s1 in row 1 follows a prefilling one']);
 
     expect(checkEngineInvariants(state({ slotReferences: [0, 1, 0] }))).toEqual(['slot 1 has 1 references but 2 running rows']);
     expect(checkEngineInvariants(state({ adapterBindings: new Map([['dx', 3]]) }))).toEqual(['adapter dx has 3 bindings but 2 requests']);
