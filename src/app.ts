@@ -77,7 +77,8 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     genReqId: () => randomUUID().replaceAll('-', ''),
     // Requests arriving while closing get the catalog's shutting_down instead of fastify's bare 503.
     return503OnClosing: false,
-    ajv: { customOptions: { coerceTypes: false, allowUnionTypes: true } },
+    // Unknown fields are refused by name (removeAdditional off): a field the server does not implement is never ignored.
+    ajv: { customOptions: { coerceTypes: false, allowUnionTypes: true, removeAdditional: false } },
   });
 
   // Node's request and header timeouts start with a request's first byte: a connection that never sends one is cut

@@ -5,8 +5,9 @@ import { ApiError } from '../errors.js';
 /** OpenAI-style field path of a validation error: `messages[0].role`, `temperature`; null for the body itself. */
 function fieldPath(v: FastifySchemaValidationError): string | null {
   const parts = v.instancePath.split('/').slice(1).map((p) => p.replace(/~1/g, '/').replace(/~0/g, '~'));
-  const missing = (v.params as { missingProperty?: string }).missingProperty;
-  if (v.keyword === 'required' && missing) parts.push(missing);
+  const { missingProperty, additionalProperty } = v.params as { missingProperty?: string; additionalProperty?: string };
+  if (v.keyword === 'required' && missingProperty) parts.push(missingProperty);
+  if (v.keyword === 'additionalProperties' && additionalProperty) parts.push(additionalProperty);
   if (parts.length === 0) return null;
   return parts.reduce((path, part) => (/^\d+$/.test(part) ? `${path}[${part}]` : path ? `${path}.${part}` : part), '');
 }
@@ -16,7 +17,11 @@ function validationError(errors: FastifySchemaValidationError[], context: string
   const v = errors.find((e) => e.keyword === 'anyOf') ?? errors[0];
   const param = fieldPath(v);
   const subject = param ?? context ?? 'body';
-  const problem = v.keyword === 'required' ? 'is required' : v.keyword === 'anyOf' ? 'has none of the accepted forms (see /docs)' : v.message;
+  const problem = v.keyword === 'required' ? 'is required'
+    : v.keyword === 'anyOf' ? 'has none of the accepted forms (see /docs)'
+      : v.keyword === 'additionalProperties' ? 'is not supported by this server (see /docs for the fields it implements)'
+        : v.keyword === 'enum' ? `must be one of ${JSON.stringify((v.params as { allowedValues?: unknown[] }).allowedValues ?? [])}`
+          : v.message;
   return new ApiError('invalid_request', `${subject} ${problem}`, param);
 }
 

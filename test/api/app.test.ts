@@ -78,6 +78,25 @@ describe('errors', () => {
     expectResponse(server.app, 'createCompletion', 400, range.json());
   });
 
+  it.each([
+    ['/v1/completions', { prompt: 'x', response_format: { type: 'json_object' } }, 'response_format'],
+    ['/v1/chat/completions', { messages: [{ role: 'user', content: 'hi' }], tools: [] }, 'tools'],
+    ['/v1/chat/completions', { messages: [{ role: 'assistant', content: 'x', tool_calls: [] }] }, 'messages[0].tool_calls'],
+    ['/v1/completions', { prompt: 'x', stream: true, stream_options: { continuous_usage_stats: true } }, 'stream_options.continuous_usage_stats'],
+    ['/v1/adapters', { name: 'n', path: 'alpha', rank: 4 }, 'rank'],
+  ])('refuses a field it does not implement by name (%s %j)', async (url, payload, param) => {
+    const r = await post(url, payload);
+    expect(r.statusCode).toBe(400);
+    expect(r.json().error).toMatchObject({ code: 'invalid_request', param, message: `${param} is not supported by this server (see /docs for the fields it implements)` });
+  });
+
+  it('accepts the unimplemented TGI and LoRAX parameters their clients send unset, and refuses them set', async () => {
+    const r = await post('/generate', { inputs: 'x', parameters: { max_new_tokens: 1, watermark: false, truncate: null, typical_p: null, best_of: null, decoder_input_details: false } });
+    expect(r.statusCode).toBe(200);
+    const set = await post('/generate', { inputs: 'x', parameters: { watermark: true } });
+    expect(set.json().error).toMatchObject({ code: 'invalid_request', param: 'parameters.watermark', message: 'parameters.watermark must be one of [false,null]' });
+  });
+
   it('answers malformed JSON with 400 and other media types with 415', async () => {
     const bad = await server.app.inject({ method: 'POST', url: '/v1/completions', headers: { 'content-type': 'application/json' }, payload: '{"prompt":' });
     expect(bad.statusCode).toBe(400);
