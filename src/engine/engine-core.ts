@@ -1,30 +1,27 @@
 // Runs in the engine worker.
-import { randomInt } from 'node:crypto';
 import type { AdapterManager } from '../adapters/adapter-manager.js';
 import type { LoraBatch, ModelRunner } from '../model/decoder.js';
 import { KvCache } from '../model/kv-cache.js';
 import type { EngineOptions } from './engine-options.js';
 import { adapterCall } from './adapter-calls.js';
-import type { EngineErrorCode, EngineStats, GenerationRequest } from './engine-types.js';
+import type { EngineStats, GenerationRequest } from './engine-types.js';
 import { EngineCounters, engineStats } from './engine-stats.js';
 import { checkEngineInvariants } from './invariants.js';
 import { KvRows, rowMoves } from './kv-rows.js';
 import { prefixCall } from './prefix-calls.js';
-import { PrefixCache } from './prefix-cache.js';
 import { PrefixReuse } from './prefix-reuse.js';
 import { Sampler } from './sampler.js';
-import { requestProblem } from './request-validation.js';
+import { acceptRequest } from './request-validation.js';
 import { admissionPass, prefillChunks } from './scheduler.js';
 import { Sequence } from './sequence.js';
 import { forkSource, keepForSiblings, siblingComputing } from './sibling-forks.js';
 import { stopAfterToken } from './stop-criteria.js';
+import type { Outcome } from './step-outbox.js';
 import { StepOutbox } from './step-outbox.js';
 import type { CallResult, EngineCall, FromWorker } from './worker-protocol.js';
 
 /** A request blocked on its adapter's slot this long holds back later requests that need a slot (see AdmissionPolicy). */
 const ADAPTER_AGING_MS = 1000;
-/** Tokens per prefix-cache block: small enough that most of a shared prompt is reused, large enough that hashing is cheap. */
-const PREFIX_BLOCK_TOKENS = 16;
 
 /**
  * The engine loop inside the worker: admit → run → sample → emit → release, one step at a time, over the running
@@ -61,8 +58,7 @@ export class EngineCore {
     this.#outbox = new StepOutbox(post);
     this.#kv = new KvCache(decoder.config, options.maxBatch, options.contextLength);
     this.#running = new KvRows(rowMoves(this.#kv, adapters?.slots ?? null));
-    const cacheBytes = options.prefixCacheBytes ?? 0;
-    this.#prefix = new PrefixReuse(cacheBytes > 0 ? new PrefixCache(PREFIX_BLOCK_TOKENS, this.#kv.positionFloats, cacheBytes) : null, this.#kv, modelDigest);
+    this.#prefix = new PrefixReuse(options.prefixCacheBytes ?? 0, this.#kv, modelDigest);
     this.#sampler = new Sampler(decoder.config.vocabSize);
     this.#eos = new Set(decoder.config.eosTokenIds);
   }
@@ -74,25 +70,14 @@ export class EngineCore {
   }
 
   submit(request: GenerationRequest): void {
-    const refuse = (code: EngineErrorCode, message: string) => {
-      this.#outbox.error(request.id, code, message);
+    const seq = acceptRequest(request, {
+      accepting: this.#accepting, vocabSize: this.#decoder.config.vocabSize, contextLength: this.#options.contextLength,
+      waiting: this.#waiting.length, maxWaiting: this.#options.maxWaiting, adapters: this.#adapters,
+    });
+    if (!(seq instanceof Sequence)) {
+      this.#outbox.error(request.id, seq.code, seq.message);
       this.#flush();
-    };
-    if (!this.#accepting) return refuse('shutting_down', 'the server is shutting down');
-    const problem = requestProblem(request, this.#decoder.config.vocabSize, this.#options.contextLength);
-    if (problem) return refuse('invalid_request', problem);
-    if (this.#waiting.length >= this.#options.maxWaiting) return refuse('queue_full', `the waiting queue is full (${this.#options.maxWaiting} requests)`);
-    let adapter = null;
-    if (request.adapter !== null) {
-      adapter = this.#adapters?.bind(request.adapter);
-      if (!adapter) return refuse('adapter_not_found', `no adapter named '${request.adapter}' is registered`);
-    }
-    let seq;
-    try {
-      seq = new Sequence(request, adapter, randomInt(2 ** 47));
-    } catch (err) {
-      if (adapter) this.#adapters?.unbind(adapter.digest);
-      return refuse('invalid_request', err instanceof Error ? err.message : String(err));
+      return;
     }
     this.#waiting.push(seq);
     this.#counters.prompted += request.promptIds.length;
@@ -304,22 +289,11 @@ export class EngineCore {
    * Decides the sequence's outcome and reports it (`null`: aborted, already reported by the main thread); what it holds
    * is released by `#releaseEnded`.
    */
-  #end(seq: Sequence, outcome: { reason: 'stop' | 'length'; stopReason: number | null } | { code: EngineErrorCode; message: string } | null): void {
+  #end(seq: Sequence, outcome: Outcome | null): void {
     if (seq.ended) return;
     seq.ended = true;
     this.#ended.push(seq);
-    if (outcome === null) return;
-    if ('code' in outcome) {
-      this.#outbox.error(seq.id, outcome.code, outcome.message);
-      return;
-    }
-    this.#outbox.done({
-      id: seq.id,
-      finishReason: outcome.reason,
-      stopReason: outcome.stopReason,
-      usage: { promptTokens: seq.promptLength, completionTokens: seq.outputLength, cachedTokens: seq.cachedTokens, ...(seq.request.prefix?.warm ? { prefixTokens: seq.prefixTokens } : {}) },
-      queueMs: seq.admittedAt - seq.arrivedAt,
-    });
+    if (outcome !== null) this.#outbox.outcome(seq, outcome);
   }
 
   /**

@@ -1,7 +1,10 @@
 // Runs in the engine worker: prompt KV reused between requests, from the prefix cache or from a sibling choice's row.
 import type { KvCache } from '../model/kv-cache.js';
-import type { PrefixCache } from './prefix-cache.js';
+import { PrefixCache } from './prefix-cache.js';
 import type { Sequence } from './sequence.js';
+
+/** Tokens per block: small enough that most of a shared prompt is reused, large enough that hashing is cheap. */
+const PREFIX_BLOCK_TOKENS = 16;
 
 /**
  * Moves prompt KV between the rows and the prefix cache, only between runs. A sequence restores the longest cached
@@ -13,9 +16,9 @@ export class PrefixReuse {
   readonly #kv: KvCache;
   readonly #model: string;
 
-  /** `model`: digest of the model build, the first field of every block's key. */
-  constructor(cache: PrefixCache | null, kv: KvCache, model: string) {
-    this.cache = cache;
+  /** `cacheBytes`: the pool's size (0: no cache); `model`: digest of the model build, the first field of every block's key. */
+  constructor(cacheBytes: number, kv: KvCache, model: string) {
+    this.cache = cacheBytes > 0 ? new PrefixCache(PREFIX_BLOCK_TOKENS, kv.positionFloats, cacheBytes) : null;
     this.#kv = kv;
     this.#model = model;
   }

@@ -1,6 +1,10 @@
 // Runs in the engine worker: what one step tells the main thread, sent as one message.
 import type { EngineErrorCode } from './engine-types.js';
+import type { Sequence } from './sequence.js';
 import type { AdapterLoadOut, DoneOut, FromWorker, StepTokensOut, TokenOut } from './worker-protocol.js';
+
+/** How a sequence ended, when the engine decided it: finished (stop or length) or failed. */
+export type Outcome = { reason: 'stop' | 'length'; stopReason: number | null } | { code: EngineErrorCode; message: string };
 
 /** Collects a step's tokens, finished requests, errors, adapter loads and token counts, and posts them together. */
 export class StepOutbox {
@@ -24,6 +28,22 @@ export class StepOutbox {
 
   error(id: string, code: EngineErrorCode, message: string): void {
     this.#errors.push({ id, code, message });
+  }
+
+  /** Reports how the sequence ended: its error, or its done message with usage and queue time. */
+  outcome(seq: Sequence, outcome: Outcome): void {
+    if ('code' in outcome) {
+      this.error(seq.id, outcome.code, outcome.message);
+      return;
+    }
+    const { cachedTokens, prefixTokens } = seq;
+    this.done({
+      id: seq.id,
+      finishReason: outcome.reason,
+      stopReason: outcome.stopReason,
+      usage: { promptTokens: seq.promptLength, completionTokens: seq.outputLength, cachedTokens, ...(seq.request.prefix?.warm ? { prefixTokens } : {}) },
+      queueMs: seq.admittedAt - seq.arrivedAt,
+    });
   }
 
   step(tokens: StepTokensOut): void {
