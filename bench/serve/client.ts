@@ -12,6 +12,11 @@ export interface RequestRecord {
   sentMs: number;
   /** Time to the first chunk with text. */
   ttftMs: number | null;
+  /**
+   * Time to the first chunk with a choice, text or not (the finish): the server sends one only once a token is
+   * sampled, so with max_tokens 1 it is the time to the one token even when that token's text is empty.
+   */
+  firstChunkMs: number | null;
   /** Gaps between consecutive chunks with text. */
   itlMs: number[];
   /** Send to the end of the stream. */
@@ -54,16 +59,20 @@ export class BenchClient {
     return { base: base.id, adapters: cards.filter((m) => m.parent).map((m) => m.id) };
   }
 
-  /** Sends `request` as a streamed completion (`ignore_eos`, greedy) at `origin` ms and records its timing. */
-  async send(request: BenchRequest, origin: number): Promise<RequestRecord> {
+  /**
+   * Sends `request` as a streamed completion (`ignore_eos`, greedy, `cache_prompt` as given) at `origin` ms and
+   * records its timing.
+   */
+  async send(request: BenchRequest, origin: number, cachePrompt: boolean): Promise<RequestRecord> {
     const start = performance.now();
     const record: RequestRecord = {
-      model: request.model, error: null, sentMs: start - origin, ttftMs: null, itlMs: [], e2eMs: 0, promptTokens: request.promptIds.length, outputTokens: 0, cachedTokens: 0,
+      model: request.model, error: null, sentMs: start - origin, ttftMs: null, firstChunkMs: null, itlMs: [], e2eMs: 0, promptTokens: request.promptIds.length,
+      outputTokens: 0, cachedTokens: 0,
     };
     try {
       const body = {
         model: request.model, prompt: request.promptIds, max_tokens: request.maxTokens, temperature: 0, stream: true as const,
-        stream_options: { include_usage: true }, ignore_eos: true,
+        stream_options: { include_usage: true }, ignore_eos: true, cache_prompt: cachePrompt,
       };
       const stream = await this.#client.completions.create(body as OpenAI.CompletionCreateParamsStreaming);
       let last = 0;
@@ -71,6 +80,7 @@ export class BenchClient {
       for await (const chunk of stream) {
         const now = performance.now();
         if (chunk.usage) usage = chunk.usage;
+        if (chunk.choices.length > 0) record.firstChunkMs ??= now - start;
         if (!chunk.choices.some((c) => c.text !== '')) continue;
         if (record.ttftMs === null) record.ttftMs = now - start;
         else record.itlMs.push(now - last);

@@ -19,7 +19,14 @@ Load:
   --rate R[,R...]              poisson mode: arrivals per second, one result per value (default 1)
   --requests N                 requests per load point (default 64 unless --duration is given)
   --duration S                 send no request after S seconds of a load point
-  --warmup N                   requests sent one at a time before the first load point, not counted (default 1)
+  --cache-prompt true|false|both
+                               sent as cache_prompt on every request (false: it neither reuses nor stores cached
+                               prompt blocks); both: each load point runs twice, false then true, with the same
+                               prompts (default true)
+  --serial-baseline            burst mode: before each burst, send its prompts one at a time (cache_prompt false,
+                               max_tokens 1) and compare the burst's last first token with the sum of their TTFTs
+  --warmup N                   requests sent one at a time before the first load point, not counted, with
+                               cache_prompt false so they leave nothing in the prefix cache (default 1)
   --timeout S                  per-request timeout in seconds (default 600)
 Workload:
   --adapters N                 adapters the requests spread over (0: base model only; default 8). A started server
@@ -30,7 +37,8 @@ Workload:
   --zipf-s S                   zipf exponent (default 1.0)
   --shared-prefix-fraction F   fraction of requests starting with one shared prefix (default 0)
   --shared-prefix-tokens T     (default 128)
-  --prompt-tokens P            distinct tokens per prompt after the prefix (default 128)
+  --prompt-tokens P            distinct tokens per prompt after the prefix (default 128); they start with the
+                               request's number, so no two requests of a run share them
   --output-tokens O            generated tokens per request, ignore_eos (default 32)
   --vocab-size V               prompt ids are drawn from [0, V) (default: the model's, or 256 with --url)
   --seed N                     (default 0)
@@ -49,6 +57,10 @@ export interface BenchOptions {
   points: LoadPoint[];
   requests: number;
   durationS: number;
+  /** The `cache_prompt` values each load point runs with, in order: [true], [false] or [false, true] (both). */
+  cachePrompt: readonly boolean[];
+  /** Burst mode: time the burst's prompts one at a time before it. */
+  serialBaseline: boolean;
   warmup: number;
   timeoutS: number;
   /** Adapters to spread requests over; null: the default (8, or with --url up to 8 of those the server lists). */
@@ -89,7 +101,8 @@ export function parseBenchArgs(argv: string[]): BenchOptions | null {
       url: { type: 'string' }, 'api-key': { type: 'string' }, model: { type: 'string' }, runtime: { type: 'string' },
       'server-args': { type: 'string', default: '' }, 'from-source': { type: 'boolean', default: false }, 'start-timeout': { type: 'string', default: '1200' },
       mode: { type: 'string', default: 'closed' }, concurrency: { type: 'string', default: '1' }, rate: { type: 'string', default: '1' },
-      requests: { type: 'string' }, duration: { type: 'string' }, warmup: { type: 'string', default: '1' }, timeout: { type: 'string', default: '600' },
+      requests: { type: 'string' }, duration: { type: 'string' }, 'cache-prompt': { type: 'string', default: 'true' },
+      'serial-baseline': { type: 'boolean', default: false }, warmup: { type: 'string', default: '1' }, timeout: { type: 'string', default: '600' },
       adapters: { type: 'string' }, 'adapter-names': { type: 'string' }, popularity: { type: 'string', default: 'uniform' },
       'zipf-s': { type: 'string', default: '1.0' }, 'shared-prefix-fraction': { type: 'string', default: '0' }, 'shared-prefix-tokens': { type: 'string', default: '128' },
       'prompt-tokens': { type: 'string', default: '128' }, 'output-tokens': { type: 'string', default: '32' }, 'vocab-size': { type: 'string' },
@@ -110,6 +123,9 @@ export function parseBenchArgs(argv: string[]): BenchOptions | null {
   const durationS = v.duration === undefined ? Number.POSITIVE_INFINITY : positive('duration', v.duration);
   const requests = v.requests === undefined ? (v.duration === undefined ? 64 : Number.POSITIVE_INFINITY) : count('requests', v.requests, 1);
   if (mode === 'burst' && !Number.isFinite(requests)) throw new UsageError('--mode burst needs --requests');
+  const cachePrompt = new Map([['true', [true]], ['false', [false]], ['both', [false, true]]]).get(v['cache-prompt']);
+  if (cachePrompt === undefined) throw new UsageError(`--cache-prompt must be true, false or both (found ${JSON.stringify(v['cache-prompt'])})`);
+  if (v['serial-baseline'] && mode !== 'burst') throw new UsageError('--serial-baseline applies only to --mode burst');
   const points: LoadPoint[] = mode === 'closed' ? list('concurrency', v.concurrency, (f, s) => count(f, s, 1)).map((concurrency) => ({ mode, concurrency }))
     : mode === 'poisson' ? list('rate', v.rate, positive).map((rate) => ({ mode, rate }))
       : [{ mode }];
@@ -120,7 +136,7 @@ export function parseBenchArgs(argv: string[]): BenchOptions | null {
   return Object.freeze({
     url, apiKey: v['api-key'] ?? null, model: v.model ?? null, runtime: v.runtime ?? null, serverArgs: v['server-args'], fromSource: v['from-source'],
     startTimeoutS: positive('start-timeout', v['start-timeout']),
-    points, requests, durationS, warmup: count('warmup', v.warmup), timeoutS: positive('timeout', v.timeout),
+    points, requests, durationS, cachePrompt: Object.freeze(cachePrompt), serialBaseline: v['serial-baseline'], warmup: count('warmup', v.warmup), timeoutS: positive('timeout', v.timeout),
     adapters: adapterNames?.length ?? (v.adapters === undefined ? null : count('adapters', v.adapters)), adapterNames, popularity: v.popularity, zipfS: number('zipf-s', v['zipf-s'], (x) => Number.isFinite(x) && x >= 0, 'a number >= 0'),
     sharedPrefixFraction, sharedPrefixTokens, promptTokens, outputTokens: count('output-tokens', v['output-tokens'], 1),
     vocabSize: v['vocab-size'] === undefined ? null : count('vocab-size', v['vocab-size'], 1), seed: count('seed', v.seed),

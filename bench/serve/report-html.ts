@@ -17,12 +17,14 @@ function ticks(max: number): number[] {
 interface Series {
   name: string;
   color: string;
+  /** Dashed line (the cache_prompt false runs when a run has both). */
+  dashed: boolean;
   points: [number, number][];
 }
 
 /** Line chart of `series` (x, y ms) on shared linear axes from 0. */
 function chart(series: Series[], xLabel: string): string {
-  const w = 720, h = 360, left = 64, right = 150, top = 16, bottom = 48;
+  const w = 720, h = 360, left = 64, right = 170, top = 16, bottom = 48;
   const all = series.flatMap((s) => s.points);
   const xTicks = ticks(Math.max(0, ...all.map((p) => p[0])));
   const yTicks = ticks(Math.max(0, ...all.map((p) => p[1])));
@@ -41,10 +43,11 @@ function chart(series: Series[], xLabel: string): string {
   parts.push(`<text transform="translate(16 ${(top + h - bottom) / 2}) rotate(-90)" text-anchor="middle">latency (ms)</text>`);
   series.forEach((s, i) => {
     const sorted = [...s.points].sort((a, b) => a[0] - b[0]);
-    if (sorted.length > 1) parts.push(`<polyline fill="none" stroke="${s.color}" stroke-width="2" points="${sorted.map(([x, y]) => `${px(x)},${py(y)}`).join(' ')}"/>`);
+    const dash = s.dashed ? ' stroke-dasharray="6 4"' : '';
+    if (sorted.length > 1) parts.push(`<polyline fill="none" stroke="${s.color}" stroke-width="2"${dash} points="${sorted.map(([x, y]) => `${px(x)},${py(y)}`).join(' ')}"/>`);
     for (const [x, y] of sorted) parts.push(`<circle cx="${px(x)}" cy="${py(y)}" r="3.5" fill="${s.color}"><title>${escape(s.name)}: ${y} ms at ${x}</title></circle>`);
     const ly = top + 12 + i * 20;
-    parts.push(`<line x1="${w - right + 12}" x2="${w - right + 36}" y1="${ly - 4}" y2="${ly - 4}" stroke="${s.color}" stroke-width="2"/>`);
+    parts.push(`<line x1="${w - right + 12}" x2="${w - right + 36}" y1="${ly - 4}" y2="${ly - 4}" stroke="${s.color}" stroke-width="2"${dash}/>`);
     parts.push(`<text x="${w - right + 42}" y="${ly}">${escape(s.name)}</text>`);
   });
   return `<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 ${w} ${h}" width="${w}" height="${h}" font-family="sans-serif" font-size="12">${parts.join('')}</svg>`;
@@ -54,19 +57,28 @@ function chart(series: Series[], xLabel: string): string {
 export function reportHtml(config: Record<string, unknown>, results: LoadResult[]): string {
   const closed = results.every((r) => r.mode === 'closed');
   const x = (r: LoadResult) => (closed ? (r.concurrency ?? 0) : r.request_throughput);
-  const pick = (name: string, color: string, f: (r: LoadResult) => number | null): Series => ({
-    name, color, points: results.flatMap((r) => { const y = f(r); return y === null ? [] : [[x(r), y] as [number, number]]; }),
-  });
+  // One set of lines per cache_prompt value; when a run has both, the false ones are dashed and named so.
+  const settings = [...new Set(results.map((r) => r.cache_prompt))];
+  const pick = (name: string, color: string, f: (r: LoadResult) => number | null): Series[] => settings.map((setting) => ({
+    name: settings.length > 1 ? `${name}, cache ${setting ? 'on' : 'off'}` : name, color, dashed: settings.length > 1 && !setting,
+    points: results.filter((r) => r.cache_prompt === setting).flatMap((r) => { const y = f(r); return y === null ? [] : [[x(r), y] as [number, number]]; }),
+  }));
   const svg = chart([
-    pick('TTFT p50', '#1f77b4', (r) => r.ttft_ms.p50),
-    pick('TTFT p99', '#d62728', (r) => r.ttft_ms.p99),
-    pick('ITL p50', '#2ca02c', (r) => r.itl_ms.p50),
+    ...pick('TTFT p50', '#1f77b4', (r) => r.ttft_ms.p50),
+    ...pick('TTFT p99', '#d62728', (r) => r.ttft_ms.p99),
+    ...pick('ITL p50', '#2ca02c', (r) => r.itl_ms.p50),
   ], closed ? 'concurrency (clients)' : 'achieved request rate (req/s)');
-  const head = ['load', 'completed', 'failed', 'errors', 'req/s', 'output tok/s', 'TTFT p50', 'TTFT p90', 'TTFT p99', 'ITL p50', 'ITL p99', 'E2E p50', 'E2E p99', 'cached tokens'];
+  const serial = results.some((r) => r.serial_baseline !== undefined);
+  const head = [
+    'load', 'cache_prompt', 'completed', 'failed', 'errors', 'req/s', 'output tok/s', 'TTFT p50', 'TTFT p90', 'TTFT p99', 'hit requests', 'TTFT hit p50',
+    'TTFT miss p50', 'ITL p50', 'ITL p99', 'E2E p50', 'E2E p99', 'cached tokens', ...(serial ? ['last first token', 'serial prefill', 'last / serial'] : []),
+  ];
   const rows = results.map((r) => [
-    r.mode === 'closed' ? `${r.concurrency} clients` : r.mode === 'poisson' ? `${r.rate} req/s` : 'burst',
+    r.mode === 'closed' ? `${r.concurrency} clients` : r.mode === 'poisson' ? `${r.rate} req/s` : 'burst', r.cache_prompt,
     r.completed, r.failed, Object.entries(r.errors).map(([code, n]) => `${code}: ${n}`).join(', '), r.request_throughput, r.output_throughput,
-    show(r.ttft_ms.p50), show(r.ttft_ms.p90), show(r.ttft_ms.p99), show(r.itl_ms.p50), show(r.itl_ms.p99), show(r.e2e_ms.p50), show(r.e2e_ms.p99), r.total_cached_tokens,
+    show(r.ttft_ms.p50), show(r.ttft_ms.p90), show(r.ttft_ms.p99), r.hit_requests, show(r.ttft_hit_ms.p50), show(r.ttft_miss_ms.p50),
+    show(r.itl_ms.p50), show(r.itl_ms.p99), show(r.e2e_ms.p50), show(r.e2e_ms.p99), r.total_cached_tokens,
+    ...(serial ? [show(r.last_first_token_ms ?? null), show(r.serial_baseline?.total_ttft_ms ?? null), show(r.ratio_last_first_token_to_serial ?? null)] : []),
   ].map((v) => `<td>${escape(String(v))}</td>`).join(''));
   return `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>loraserve serving benchmark</title>
@@ -74,7 +86,10 @@ export function reportHtml(config: Record<string, unknown>, results: LoadResult[
 </head><body>
 <h1>loraserve serving benchmark</h1>
 ${svg}
-<p>Latencies in ms. TTFT: time to the first streamed text; ITL: gaps between streamed chunks; E2E: whole request.</p>
+<p>Latencies in ms. TTFT: time to the first streamed text; ITL: gaps between streamed chunks; E2E: whole request.
+TTFT hit / miss: requests with / without prompt tokens restored from the prefix cache (cached_tokens &gt; 0 / = 0).${serial ? `
+Last first token: from the burst's start; serial prefill: the burst's prompts sent one at a time beforehand (cache_prompt
+false, max_tokens 1), their TTFTs summed.` : ''}</p>
 <table><tr>${head.map((c) => `<th>${escape(c)}</th>`).join('')}</tr>
 ${rows.map((r) => `<tr>${r}</tr>`).join('\n')}
 </table>

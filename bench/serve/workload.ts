@@ -17,6 +17,8 @@ export interface WorkloadOptions {
   /** Tokens of each prompt after the shared prefix (if any), distinct per request. */
   promptTokens: number;
   outputTokens: number;
+  /** Load points: request streams 0..loadPoints-1, each with prompts of its own; stream -1 is the warm-up. */
+  loadPoints: number;
   seed: number;
   /** Prompt token ids are drawn uniformly from [0, vocabSize). */
   vocabSize: number;
@@ -87,7 +89,17 @@ export class Workload {
   /** Probability of each adapter, in the order of `options.adapters`. */
   readonly adapterWeights: readonly number[];
   readonly sharedPrefix: readonly number[];
+  /**
+   * Leading tokens of each distinct part that number the request (base-vocabSize digits of `serial`, least significant
+   * first, each shifted by a fixed offset); the rest of the part is random. So no two requests of a run share a
+   * distinct part, however small the vocabulary (the serial baseline and --cache-prompt both resend a load point's
+   * prompts on purpose).
+   */
+  readonly numberTokens: number;
+  /** Requests whose distinct parts the numbering keeps apart: vocabSize ** numberTokens (at most 2^53; 1 without a distinct part). */
+  readonly distinctParts: number;
   readonly #phase: number;
+  readonly #numberOffsets: readonly number[];
 
   constructor(options: WorkloadOptions) {
     if (!(options.sharedPrefixFraction >= 0 && options.sharedPrefixFraction <= 1)) {
@@ -99,6 +111,28 @@ export class Workload {
     const prefixRandom = new SeededRandom(options.seed, 'shared-prefix');
     this.sharedPrefix = Array.from({ length: options.sharedPrefixTokens }, () => prefixRandom.int(options.vocabSize));
     this.#phase = new SeededRandom(options.seed, 'prefix-phase').next();
+    const { promptTokens: d, vocabSize: v } = options;
+    // Enough base-v digits for any safe integer (all d tokens when v = 1), but no more than the distinct part holds.
+    this.numberTokens = Math.min(d, Math.ceil(53 / Math.log2(v)));
+    this.distinctParts = d === 0 ? 1 : Math.min(v ** this.numberTokens, 2 ** 53);
+    const offsetRandom = new SeededRandom(options.seed, 'number-offsets');
+    this.#numberOffsets = Array.from({ length: this.numberTokens }, () => offsetRandom.int(v));
+  }
+
+  /**
+   * The number that request `index` of `stream` writes at the start of its distinct part: streams interleaved,
+   * warm-up (-1) first, so every (stream, index) of the run has a number of its own.
+   */
+  serial(stream: number, index: number): number {
+    const { loadPoints } = this.options;
+    if (!(Number.isInteger(stream) && stream >= -1 && stream < loadPoints)) throw new RangeError(`stream must be -1 or a load point below ${loadPoints} (found ${stream})`);
+    if (!(Number.isSafeInteger(index) && index >= 0)) throw new RangeError(`index must be a non-negative integer (found ${index})`);
+    return index * (loadPoints + 1) + stream + 1;
+  }
+
+  /** Whether streams -1..loadPoints-1 of `requests` requests each fit in `distinctParts`. */
+  fits(requests: number): boolean {
+    return this.options.promptTokens === 0 || requests === 0 || this.serial(this.options.loadPoints - 1, requests - 1) < this.distinctParts;
   }
 
   /**
@@ -111,13 +145,25 @@ export class Workload {
     return Math.floor((index + 1) * f + this.#phase) > Math.floor(index * f + this.#phase);
   }
 
-  /** Request `index` of the sequence `stream` (one per load point, so no two load points repeat a prompt). */
+  /**
+   * Request `index` of the sequence `stream` (one per load point, so no two load points repeat a prompt; -1 for the
+   * warm-up). Throws a RangeError when its number does not fit in the distinct part (see `fits`).
+   */
   request(stream: number, index: number): BenchRequest {
     const { adapters, baseModel, promptTokens, vocabSize, outputTokens, seed } = this.options;
+    let serial = this.serial(stream, index);
+    if (promptTokens > 0 && serial >= this.distinctParts) {
+      throw new RangeError(`request ${index} of load point ${stream} needs distinct part number ${serial}, but ${promptTokens} tokens of a ${vocabSize}-token vocabulary tell only ${this.distinctParts} apart (raise --prompt-tokens)`);
+    }
     const random = new SeededRandom(seed, `request:${stream}:${index}`);
     const adapter = adapters.length === 0 ? null : adapters[pick(this.adapterWeights as number[], random.next())];
     const sharedPrefix = this.hasSharedPrefix(index);
-    const own = Array.from({ length: promptTokens }, () => random.int(vocabSize));
+    const own = Array.from({ length: promptTokens }, (_, j) => {
+      if (j >= this.numberTokens) return random.int(vocabSize);
+      const digit = serial % vocabSize;
+      serial = Math.floor(serial / vocabSize);
+      return (digit + this.#numberOffsets[j]) % vocabSize;
+    });
     return { index, model: adapter ?? baseModel, adapter, promptIds: sharedPrefix ? [...this.sharedPrefix, ...own] : own, sharedPrefix, maxTokens: outputTokens };
   }
 }

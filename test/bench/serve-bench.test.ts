@@ -6,9 +6,12 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { percentile } from '../../bench/stats.js';
-import type { LatencySummary, LoadResult } from '../../bench/serve/summary.js';
+import { UsageError, parseBenchArgs } from '../../bench/serve/options.js';
+import type { ServerProcess } from '../../bench/serve/server-process.js';
+import { serverCommand, startServer } from '../../bench/serve/server-process.js';
+import type { CountedLatency, LatencySummary, LoadResult } from '../../bench/serve/summary.js';
 import { Workload, poissonArrivals, zipfWeights } from '../../bench/serve/workload.js';
 import type { WorkloadOptions } from '../../bench/serve/workload.js';
 
@@ -34,9 +37,11 @@ function expectOrdered(s: LatencySummary): void {
   expect(s.p90).toBeLessThanOrEqual(s.p99 as number);
 }
 
+const none: CountedLatency = { count: 0, mean: null, p50: null, p90: null, p99: null };
+
 const options: WorkloadOptions = {
   baseModel: 'base', adapters: ['a', 'b', 'c', 'd'], popularity: 'zipf', zipfS: 1, sharedPrefixFraction: 0.3, sharedPrefixTokens: 12,
-  promptTokens: 5, outputTokens: 4, seed: 7, vocabSize: 1000,
+  promptTokens: 5, outputTokens: 4, seed: 7, vocabSize: 1000, loadPoints: 2,
 };
 
 describe('the serving workload', () => {
@@ -87,6 +92,27 @@ describe('the serving workload', () => {
     expect(w.request(1, 0).promptIds.slice(-5)).not.toEqual(w.request(0, 0).promptIds.slice(-5));
   });
 
+  it('numbers every distinct part, so no two requests of a run share one; every load point gets the same shared prefix', () => {
+    const w = new Workload({ ...options, vocabSize: 258, promptTokens: 128, sharedPrefixFraction: 0.5, sharedPrefixTokens: 40, loadPoints: 3 });
+    const all = [-1, 0, 1, 2].flatMap((stream) => Array.from({ length: 300 }, (_, i) => w.request(stream, i)));
+    expect(new Set(all.map((r) => r.promptIds.slice(-128).join(','))).size).toBe(all.length);
+    for (const r of all.filter((x) => x.sharedPrefix)) expect(r.promptIds.slice(0, 40)).toEqual(w.sharedPrefix);
+    expect(all.filter((r) => r.sharedPrefix).length).toBe(600);
+    // Past the number, the distinct part is random: not the same tokens in every request.
+    expect(new Set(all.map((r) => r.promptIds.at(-1))).size).toBeGreaterThan(100);
+    // Three tokens of a three-token vocabulary tell 27 requests apart: 9 per stream of -1, 0, 1.
+    const small = new Workload({ ...options, vocabSize: 3, promptTokens: 3, sharedPrefixFraction: 0, loadPoints: 2 });
+    expect(small).toMatchObject({ numberTokens: 3, distinctParts: 27 });
+    expect(small.fits(9)).toBe(true);
+    expect(small.fits(10)).toBe(false);
+    const parts = [-1, 0, 1].flatMap((stream) => Array.from({ length: 9 }, (_, i) => small.request(stream, i).promptIds.join(',')));
+    expect(new Set(parts).size).toBe(27);
+    expect(() => small.request(1, 9)).toThrow(/raise --prompt-tokens/);
+    expect(() => small.request(2, 0)).toThrow(RangeError);
+    // Without a distinct part every prompt is the prefix alone.
+    expect(new Workload({ ...options, promptTokens: 0, sharedPrefixFraction: 1 }).fits(1000)).toBe(true);
+  });
+
   it('spaces Poisson arrivals by exponential gaps of mean 1/rate', () => {
     const next = poissonArrivals(4, 3, 'x');
     const times = Array.from({ length: 20000 }, next);
@@ -98,6 +124,15 @@ describe('the serving workload', () => {
     expect(gaps.every((g) => g > 0)).toBe(true);
     const again = poissonArrivals(4, 3, 'x');
     expect(Array.from({ length: 5 }, again)).toEqual(times.slice(0, 5));
+  });
+
+  it('parses --cache-prompt into the runs of each load point, and allows --serial-baseline in burst mode only', () => {
+    expect(parseBenchArgs([])).toMatchObject({ cachePrompt: [true], serialBaseline: false });
+    expect(parseBenchArgs(['--cache-prompt', 'false'])?.cachePrompt).toEqual([false]);
+    expect(parseBenchArgs(['--cache-prompt', 'both'])?.cachePrompt).toEqual([false, true]);
+    expect(parseBenchArgs(['--mode', 'burst', '--requests', '4', '--serial-baseline'])?.serialBaseline).toBe(true);
+    expect(() => parseBenchArgs(['--cache-prompt', 'yes'])).toThrow(UsageError);
+    expect(() => parseBenchArgs(['--serial-baseline'])).toThrow(/--mode burst/);
   });
 
   it('interpolates percentiles between ranks, the 50th being the median', () => {
@@ -148,11 +183,77 @@ describe('bench:serve against a server it starts', () => {
   });
 });
 
+describe('bench:serve against one tiny-model server (--url), no adapters', () => {
+  let server: ServerProcess;
+  let tiny: string[];
+  beforeAll(async () => {
+    server = await startServer(serverCommand(true), [
+      '--model', 'test/fixtures/hf/tiny-qwen2', '--host', '127.0.0.1', '--port', '0', '--quant', 'fp32', '--threads', '1', '--cache-dir', join(work, 'cache'),
+    ], 120_000);
+    tiny = ['--url', server.url, '--adapters', '0', '--vocab-size', '258'];
+  });
+  afterAll(async () => {
+    await server?.stop();
+  });
+
+  it('with --cache-prompt both runs each load point without then with the prefix cache, on the same prompts', async () => {
+    const report = join(work, 'both.html');
+    const result = await bench([
+      ...tiny, '--mode', 'closed', '--concurrency', '1', '--requests', '4', '--shared-prefix-fraction', '1', '--shared-prefix-tokens', '40',
+      '--prompt-tokens', '8', '--output-tokens', '4', '--cache-prompt', 'both', '--report', report,
+    ]);
+    expect(result.config).toMatchObject({ cache_prompt: 'both', serial_baseline: false });
+    const [off, on] = result.results;
+    expect(result.results.map((r) => [r.concurrency, r.cache_prompt])).toEqual([[1, false], [1, true]]);
+    for (const r of [off, on]) {
+      expect(r).toMatchObject({ completed: 4, failed: 0, total_prompt_tokens: 4 * 48 });
+      // TTFT counts only requests that streamed text (a byte-level vocabulary's token may have none).
+      expect(r.ttft_hit_ms.count).toBeLessThanOrEqual(r.hit_requests);
+      expect(r.ttft_miss_ms.count).toBeLessThanOrEqual(r.completed - r.hit_requests);
+      expect(r.per_adapter['tiny-qwen2'].hit_requests).toBe(r.hit_requests);
+    }
+    expect(off).toMatchObject({ total_cached_tokens: 0, hit_requests: 0, ttft_hit_ms: none });
+    expect(off.per_adapter['tiny-qwen2'].ttft_hit_ms).toEqual(none);
+    // The first request stores the 40-token prefix's whole blocks; the next three restore them.
+    expect(on.hit_requests).toBeGreaterThan(0);
+    expect(on.total_cached_tokens).toBeGreaterThan(0);
+    expect(on.total_cached_tokens % on.hit_requests).toBe(0);
+    expect(on.total_cached_tokens / on.hit_requests).toBeLessThanOrEqual(40);
+    const html = readFileSync(report, 'utf8');
+    for (const text of ['TTFT hit p50', 'TTFT miss p50', 'TTFT p50, cache off', 'stroke-dasharray']) expect(html).toContain(text);
+  });
+
+  it('with --serial-baseline times the burst\'s prompts one at a time first, and compares its last first token', async () => {
+    const result = await bench([
+      ...tiny, '--mode', 'burst', '--requests', '6', '--prompt-tokens', '32', '--output-tokens', '4', '--serial-baseline',
+    ]);
+    expect(result.config).toMatchObject({ cache_prompt: 'true', serial_baseline: true });
+    const [r] = result.results;
+    expect(r).toMatchObject({ mode: 'burst', cache_prompt: true, completed: 6, failed: 0, total_cached_tokens: 0, hit_requests: 0 });
+    const baseline = r.serial_baseline as NonNullable<LoadResult['serial_baseline']>;
+    expect(baseline).toMatchObject({ requests: 6, failed: 0 });
+    expect(baseline.total_ttft_ms).toBeGreaterThan(0);
+    expect(baseline.mean_ttft_ms).toBeCloseTo(baseline.total_ttft_ms / 6, 1);
+    expect(r.last_first_token_ms).toBeGreaterThan(0);
+    expect(r.ratio_last_first_token_to_serial).toBeGreaterThan(0);
+    expect(r.ratio_last_first_token_to_serial).toBeCloseTo((r.last_first_token_ms as number) / baseline.total_ttft_ms, 2);
+  });
+});
+
+interface FakeBody {
+  model: string;
+  prompt: number[];
+  max_tokens: number;
+  cache_prompt?: boolean;
+}
+
 /**
- * A stand-in server that speaks the OpenAI streaming protocol: adapter `ok` streams 3 chunks 10 ms apart, `busy` answers 503
- * adapter_unavailable, `broken` fails in the middle of its stream.
+ * A stand-in server that speaks the OpenAI streaming protocol: adapter `ok` streams 3 chunks 25 ms apart (and reports 2
+ * cached tokens unless cache_prompt is false), `busy` answers 503 adapter_unavailable, `broken` fails in the middle of
+ * its stream. `bodies` holds the completion requests in arrival order.
  */
-function fakeServer(): Promise<{ url: string; close(): void }> {
+function fakeServer(): Promise<{ url: string; bodies: FakeBody[]; close(): void }> {
+  const bodies: FakeBody[] = [];
   const server = createServer((req: IncomingMessage, res: ServerResponse) => {
     let body = '';
     req.on('data', (d: Buffer) => { body += d.toString(); });
@@ -166,7 +267,8 @@ function fakeServer(): Promise<{ url: string; close(): void }> {
         res.end(JSON.stringify({ object: 'list', data: ['fake', 'ok', 'busy', 'broken'].map((id, i) => ({ id, object: 'model', created: 0, owned_by: 'x', parent: i ? 'fake' : null })) }));
         return;
       }
-      const request = JSON.parse(body) as { model: string; prompt: number[] };
+      const request = JSON.parse(body) as FakeBody;
+      bodies.push(request);
       if (request.model === 'busy') {
         res.writeHead(503, { 'content-type': 'application/json' });
         res.end(JSON.stringify({ error: { message: 'no slot', type: 'server_error', param: null, code: 'adapter_unavailable' } }));
@@ -178,14 +280,19 @@ function fakeServer(): Promise<{ url: string; close(): void }> {
       const steps = request.model === 'broken'
         ? [() => chunk('x'), () => { event({ error: { message: 'boom', type: 'server_error', param: null, code: 'engine_error' } }); res.end(); }]
         : [() => chunk('a'), () => chunk('b'), () => chunk('c'), () => {
-          event({ id: 'c', object: 'text_completion', created: 0, model: request.model, choices: [], usage: { prompt_tokens: request.prompt.length, completion_tokens: 3, total_tokens: request.prompt.length + 3, prompt_tokens_details: { cached_tokens: 2 } } });
+          event({ id: 'c', object: 'text_completion', created: 0, model: request.model, choices: [], usage: { prompt_tokens: request.prompt.length, completion_tokens: 3, total_tokens: request.prompt.length + 3, prompt_tokens_details: { cached_tokens: request.cache_prompt === false ? 0 : 2 } } });
           res.end('data: [DONE]\n\n');
         }];
-      steps.forEach((step, i) => setTimeout(step, 2 + 10 * i));
+      // Each step schedules the next, so a late timer (a busy machine) never sends two chunks in one go.
+      const run = (i: number) => {
+        steps[i]();
+        if (i + 1 < steps.length) setTimeout(() => run(i + 1), 25);
+      };
+      setTimeout(() => run(0), 2);
     });
   });
   return new Promise((resolve) => server.listen(0, '127.0.0.1', () => {
-    resolve({ url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, close: () => server.close() });
+    resolve({ url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, bodies, close: () => server.close() });
   }));
 }
 
@@ -208,8 +315,44 @@ describe('bench:serve against a running server (--url)', () => {
         expect(Math.min(ok.completed, busy.failed, broken.failed)).toBeGreaterThan(0);
         expectOrdered(ok.ttft_ms);
         expectOrdered(ok.itl_ms);
-        expect(ok.itl_ms.mean).toBeGreaterThan(1); // the stand-in spaces its chunks by 10 ms
+        expect(ok.itl_ms.mean).toBeGreaterThan(1); // the stand-in spaces its chunks by 25 ms
         expect(busy.e2e_ms.p50).toBeNull();
+      }
+    } finally {
+      fake.close();
+    }
+  });
+
+  it('sends cache_prompt as asked; the serial baseline sends the burst\'s own prompts one at a time, max_tokens 1, cache off', async () => {
+    const fake = await fakeServer();
+    try {
+      const result = await bench([
+        '--url', fake.url, '--adapter-names', 'ok', '--prompt-tokens', '4', '--output-tokens', '3', '--mode', 'burst', '--requests', '5',
+        '--cache-prompt', 'both', '--serial-baseline', '--shared-prefix-fraction', '0.4', '--shared-prefix-tokens', '6',
+      ]);
+      const prompts = (bodies: FakeBody[]) => bodies.map((b) => b.prompt.join(',')).sort();
+      const [warmup, ...rest] = fake.bodies;
+      expect(warmup).toMatchObject({ cache_prompt: false, max_tokens: 3 });
+      expect(rest).toHaveLength(20);
+      const [baselineOff, burstOff, baselineOn, burstOn] = [0, 5, 10, 15].map((i) => rest.slice(i, i + 5));
+      for (const b of [...baselineOff, ...baselineOn]) expect(b).toMatchObject({ cache_prompt: false, max_tokens: 1 });
+      for (const b of burstOff) expect(b).toMatchObject({ cache_prompt: false, max_tokens: 3 });
+      for (const b of burstOn) expect(b).toMatchObject({ cache_prompt: true, max_tokens: 3 });
+      // One load point's prompts, four times over; five distinct ones, none the warm-up's.
+      for (const bodies of [baselineOn, burstOff, burstOn]) expect(prompts(bodies)).toEqual(prompts(baselineOff));
+      expect(new Set(prompts(baselineOff)).size).toBe(5);
+      expect(prompts(baselineOff)).not.toContain(warmup.prompt.join(','));
+      expect(result.results.map((r) => r.cache_prompt)).toEqual([false, true]);
+      const [off, on] = result.results;
+      expect(off).toMatchObject({ completed: 5, hit_requests: 0, total_cached_tokens: 0, ttft_hit_ms: none, ttft_miss_ms: { count: 5 } });
+      expect(on).toMatchObject({ completed: 5, hit_requests: 5, total_cached_tokens: 10, ttft_hit_ms: { count: 5 }, ttft_miss_ms: none });
+      expect(on.per_adapter.ok).toMatchObject({ hit_requests: 5, ttft_miss_ms: none });
+      expectOrdered(on.ttft_hit_ms);
+      for (const r of result.results) {
+        expect(r.serial_baseline).toMatchObject({ requests: 5, failed: 0 });
+        expect(r.serial_baseline?.total_ttft_ms).toBeGreaterThan(0);
+        expect(r.last_first_token_ms).toBeGreaterThan(0);
+        expect(r.ratio_last_first_token_to_serial).toBeGreaterThan(0);
       }
     } finally {
       fake.close();
