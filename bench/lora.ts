@@ -19,7 +19,7 @@ const { values } = parseArgs({
     concurrency: { type: 'string', default: '16,32' },
     prompt: { type: 'string', default: '32' },
     tokens: { type: 'string', default: '96' },
-    'cold-loads': { type: 'string', default: '20' },
+    'cold-loads': { type: 'string', default: '100' },
     /** Stop after (a)–(c): skips registering 1,000 adapters. */
     'decode-only': { type: 'boolean', default: false },
     /** Runtimes whose (a)–(c) are measured one after the other in this process; (d) and the cold loads use the last. */
@@ -147,6 +147,9 @@ async function firstTokenMs(adapter: string): Promise<number> {
 }
 const warm: number[] = [];
 const cold: number[] = [];
+// Where a cold load's time goes: reading it from disk into host memory (the loader worker), and writing it into a slot.
+const tierMs: Record<'host' | 'slot', number[]> = { host: [], slot: [] };
+engine.onAdapterLoad((tier, seconds) => tierMs[tier].push(seconds * 1000));
 for (let i = 0; i < Number(values['cold-loads']); i++) {
   warm.push(await firstTokenMs('warm0'));
   cold.push(await firstTokenMs(`a${cursor + i}`));
@@ -158,6 +161,7 @@ result.cold_load_ms = {
   runtime: engine.runtime,
   p50: round(median(loads)), p99: round(loads[Math.min(loads.length - 1, Math.ceil(loads.length * 0.99) - 1)]), samples: loads.length,
   resident_first_token_ms: round(warmMs),
+  disk_to_host_p50: round(median(tierMs.host)), host_to_slot_p50: round(median(tierMs.slot)),
 };
 result.adapter_tiers = { loads: stats.adapterLoads, evictions: stats.adapterEvictions, lora_runs: stats.loraRuns };
 await engine.shutdown(0);

@@ -3,30 +3,8 @@ import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { AdapterError } from './adapter-error.js';
 import { adapterFiles, CONFIG_FILE, WEIGHTS_FILE } from './adapter-files.js';
-import type { LoraWeights } from './peft-loader.js';
 
 const CHUNK_BYTES = 1 << 20;
-
-/**
- * The server's identity of an adapter's content: sha256 (hex) over the weights as loaded, i.e. every module's layer,
- * projection, rank, scale and its A and B matrices, in module order. It is computed from the very values the slots
- * will hold, so it can never name other content than what is served, even if the files change during the load; and
- * two adapters that compute the same thing share it.
- */
-export function weightsDigest(weights: LoraWeights): string {
-  const hash = createHash('sha256');
-  const scalars = new DataView(new ArrayBuffer(16));
-  for (const m of weights.modules.values()) {
-    hash.update(`${m.layer}.${m.projection}\0`);
-    scalars.setUint32(0, m.rank, true);
-    scalars.setUint32(4, m.a.length, true);
-    scalars.setFloat64(8, m.scale, true);
-    hash.update(new Uint8Array(scalars.buffer));
-    hash.update(new Uint8Array(m.a.buffer, m.a.byteOffset, m.a.byteLength));
-    hash.update(new Uint8Array(m.b.buffer, m.b.byteOffset, m.b.byteLength));
-  }
-  return hash.digest('hex');
-}
 
 /**
  * A digest of an adapter directory's files: sha256 (hex) over the sha256 digests of adapter_config.json and

@@ -1,4 +1,5 @@
 import { realpathSync } from 'node:fs';
+import type { LoraWeightType } from '../model/graph-builder.js';
 import type { ModelConfig } from '../model/model-config.js';
 import { AdapterError, excerpt } from './adapter-error.js';
 import { AdapterLoader } from './adapter-loader.js';
@@ -21,6 +22,8 @@ export interface AdapterTierOptions {
   hostBytes: number;
   /** KV rows: each keeps its own copy of its adapter for the gather kernel. */
   rows: number;
+  /** The slot stacks' element type (LORA_WEIGHT_TYPE of the runtime); loads convert to it. */
+  weightType: LoraWeightType;
   /** Adapter roots (`--adapter-dir`): the files of an adapter under a root must resolve inside the roots. */
   roots?: readonly string[];
   /** Longest one load from disk may take, in milliseconds (default: DEFAULT_LOAD_TIMEOUT_MS). */
@@ -56,12 +59,17 @@ export class AdapterManager {
 
   /** `onChange` is called when a background load finishes, so an idle engine loop wakes up to admit its requests. */
   constructor(config: ModelConfig, options: AdapterTierOptions, onChange: () => void) {
-    this.slots = new SlotManager(config, options.maxLoras, options.maxRank, options.rows);
-    this.#host = new HostAdapterCache(options.hostBytes, () => this.hostEvictions++);
+    this.slots = new SlotManager(config, options.maxLoras, options.maxRank, options.rows, options.weightType);
+    this.#host = new HostAdapterCache(options.hostBytes, (_digest, weights) => {
+      this.hostEvictions++;
+      // Nothing else holds evicted weights: their memory can take the next load.
+      this.#loader.recycle(weights);
+    });
     this.#loader = new AdapterLoader(config, {
       maxRank: options.maxRank,
       roots: (options.roots ?? []).map((root) => realpathSync(root)),
       timeoutMs: options.loadTimeoutMs,
+      weightType: options.weightType,
     });
     this.#onChange = onChange;
   }
@@ -74,7 +82,8 @@ export class AdapterManager {
   /** Loads and validates the adapter, then binds the name to its content. */
   async register(name: string, path: string): Promise<AdapterEntry> {
     const start = performance.now();
-    const { digest, weights } = await this.#loader.load(path);
+    const weights = await this.#loader.load(path);
+    const { digest } = weights;
     this.#loadTimes.push({ tier: 'host', ms: performance.now() - start });
     this.hostLoads++;
     this.#store(digest, weights);
@@ -214,9 +223,10 @@ export class AdapterManager {
     if (this.#loading.has(key)) return;
     this.#loading.add(key);
     const start = performance.now();
-    this.#loader.load(entry.path).then(({ digest, weights }) => {
+    this.#loader.load(entry.path).then((weights) => {
       this.#loadTimes.push({ tier: 'host', ms: performance.now() - start });
       this.hostLoads++;
+      const { digest } = weights;
       if (digest !== entry.digest) throw new AdapterError('adapter_invalid', '', 'its files changed since it was registered; register it again');
       this.#failed.delete(key);
       this.#store(digest, weights);

@@ -9,25 +9,26 @@ import type { LoraWeights } from './peft-loader.js';
  * recently used entries. Pins can exceed the budget on their own: then nothing unpinned is cached. A pin is a mark on
  * the digest, idempotent (pinning twice then unpinning once unpins), and may come before the weights are set.
  *
- * `onEvict` is called for entries pushed out to make room, not for delete() or for replacing an entry.
+ * `onEvict` is called for entries pushed out to make room, not for delete() or for replacing an entry; their weights
+ * are no longer held here.
  */
 export class HostAdapterCache {
   readonly #maxBytes: number;
-  readonly #onEvict: ((digest: string) => void) | undefined;
+  readonly #onEvict: ((digest: string, weights: LoraWeights) => void) | undefined;
   readonly #lru: LRUCache<string, LoraWeights>;
   readonly #pins = new Set<string>();
   readonly #pinned = new Map<string, LoraWeights>();
   #pinnedBytes = 0;
 
-  constructor(maxBytes: number, onEvict?: (digest: string) => void) {
+  constructor(maxBytes: number, onEvict?: (digest: string, weights: LoraWeights) => void) {
     if (!Number.isSafeInteger(maxBytes) || maxBytes <= 0) throw new RangeError(`host adapter cache size must be a positive integer of bytes (found ${maxBytes})`);
     this.#maxBytes = maxBytes;
     this.#onEvict = onEvict;
     this.#lru = new LRUCache<string, LoraWeights>({
       maxSize: maxBytes,
       sizeCalculation: (weights) => weights.bytes,
-      dispose: (_weights, digest, reason) => {
-        if (reason === 'evict') this.#onEvict?.(digest);
+      dispose: (weights, digest, reason) => {
+        if (reason === 'evict') this.#onEvict?.(digest, weights);
       },
     });
   }
@@ -82,7 +83,7 @@ export class HostAdapterCache {
     if (weights === undefined) return;
     this.#pinned.delete(digest);
     this.#pinnedBytes -= weights.bytes;
-    if (!this.#admit(digest, weights)) this.#onEvict?.(digest);
+    if (!this.#admit(digest, weights)) this.#onEvict?.(digest, weights);
   }
 
   /** Drops the weights and the pin. */

@@ -1,22 +1,28 @@
+import { createHash } from 'node:crypto';
+import type { Hash } from 'node:crypto';
 import { CheckpointError } from '../model/checkpoint-error.js';
+import type { LoraWeightType } from '../model/graph-builder.js';
 import { PROJECTIONS, projectionShape, projectionWeightName } from '../model/model-config.js';
 import type { ModelConfig, Projection } from '../model/model-config.js';
 import type { SafetensorsFile } from '../model/safetensors.js';
 import { AdapterError, excerpt } from './adapter-error.js';
 import { adapterFiles, CONFIG_FILE, openAdapterWeights, readAdapterConfig, WEIGHTS_FILE } from './adapter-files.js';
+import { convertTransposed, FP16_MAX, refusedElement } from './lora-convert.js';
+import type { LoraTensor } from './lora-convert.js';
 import { isTargeted, moduleLoraParams, parsePeftConfig } from './peft-config.js';
 import type { PeftConfig } from './peft-config.js';
 
-/** One projection's LoRA, laid out for the kernel: `y += scale · (x · a) · b`. */
+/** One projection's LoRA, laid out for the kernel: `y += (x · a) · b`, its values fp16's (lora-convert.ts). */
 export interface LoraModule {
   layer: number;
   projection: Projection;
   rank: number;
+  /** PEFT's scale (lora_alpha / r, or / √r with use_rslora), already folded into `b`. */
   scale: number;
   /** `[in, rank]` row-major: PEFT's lora_A `[rank, in]` transposed. */
-  a: Float32Array;
-  /** `[rank, out]` row-major: PEFT's lora_B `[out, rank]` transposed. */
-  b: Float32Array;
+  a: LoraTensor;
+  /** `[rank, out]` row-major: PEFT's lora_B `[out, rank]` transposed, times `scale`. */
+  b: LoraTensor;
 }
 
 export interface LoraWeights {
@@ -24,8 +30,17 @@ export interface LoraWeights {
   rank: number;
   /** Keyed by loraModuleKey(layer, projection). */
   modules: Map<string, LoraModule>;
-  /** Bytes of all `a` and `b` arrays. */
+  /** Bytes of all `a` and `b` arrays, which share one ArrayBuffer. */
   bytes: number;
+  /** The element type of every `a` and `b`. */
+  type: LoraWeightType;
+  /**
+   * The server's identity of the adapter's content: sha256 (hex) over, per module in order, its layer, projection,
+   * rank, scale, and the dtype and bytes of its lora_A and lora_B exactly as read and converted. It is hashed from
+   * the very bytes the weights were made of, so it can never name other content than what is served, even if the
+   * files change during the load; how the config is written (other than the scale) does not change it.
+   */
+  digest: string;
 }
 
 export interface LoadPeftAdapterOptions {
@@ -33,6 +48,10 @@ export interface LoadPeftAdapterOptions {
   maxRank: number;
   /** Real paths of the adapter roots, which the files of an adapter under a root must resolve inside (default: none). */
   roots?: readonly string[];
+  /** The slots' element type, converted to once, here (default float32); the values are fp16's either way. */
+  weightType?: LoraWeightType;
+  /** Where the weights' one buffer comes from (default: a new ArrayBuffer); every byte of it is written. */
+  allocate?: (bytes: number) => ArrayBuffer;
 }
 
 export function loraModuleKey(layer: number, projection: Projection): string {
@@ -64,16 +83,7 @@ export function loadPeftAdapter(dir: string, base: ModelConfig, options: LoadPef
   const file = openAdapterWeights(files);
   try {
     checkTensorNames(file, targets, base, config);
-    const modules = new Map<string, LoraModule>();
-    let rank = 0;
-    let bytes = 0;
-    for (const target of targets.values()) {
-      const loraModule = readModule(file, target, base);
-      modules.set(loraModuleKey(target.layer, target.projection), loraModule);
-      rank = Math.max(rank, loraModule.rank);
-      bytes += loraModule.a.byteLength + loraModule.b.byteLength;
-    }
-    return { rank, modules, bytes };
+    return readModules(file, [...targets.values()], base, options.weightType ?? 'float32', options.allocate ?? ((bytes) => new ArrayBuffer(bytes)));
   } catch (err) {
     if (err instanceof CheckpointError) throw new AdapterError('adapter_invalid', WEIGHTS_FILE, err.problem);
     throw err;
@@ -163,46 +173,75 @@ function unexpectedReason(name: string, match: RegExpExecArray | null): string {
   return 'only lora_A / lora_B weights of the targeted projections are supported';
 }
 
-function readModule(file: SafetensorsFile, target: Target, base: ModelConfig): LoraModule {
-  const [inFeatures, outFeatures] = projectionShape(base, target.projection);
-  const aName = `${TENSOR_PREFIX}${target.module}.lora_A.weight`;
-  const bName = `${TENSOR_PREFIX}${target.module}.lora_B.weight`;
-  const hasA = file.has(aName);
-  const hasB = file.has(bName);
-  if (!hasA || !hasB) {
-    const missing = !hasA && !hasB ? `${aName} and ${bName}` : hasA ? bName : aName;
-    throw new AdapterError('adapter_missing_tensor', WEIGHTS_FILE, `the config targets ${target.module}, but ${missing} is missing`);
-  }
-  const rankSource = `rank ${target.rank} from the config`;
-  const a = readChecked(file, aName, [target.rank, inFeatures], `${rankSource}, ${inFeatures} input features of the base ${target.projection}`);
-  const b = readChecked(file, bName, [outFeatures, target.rank], `${outFeatures} output features of the base ${target.projection}, ${rankSource}`);
-  return {
-    layer: target.layer,
-    projection: target.projection,
-    rank: target.rank,
-    scale: target.scale,
-    a: transpose(a, target.rank, inFeatures),
-    b: transpose(b, outFeatures, target.rank),
+const ELEMENT_BYTES: Readonly<Record<LoraWeightType, number>> = { float32: 4, float16: 2 };
+
+/**
+ * Reads every target's tensors into one buffer, already in the kernel's layout and the slots' type, hashing each
+ * tensor's bytes while they are fresh in cache; one read buffer serves every tensor.
+ */
+function readModules(file: SafetensorsFile, targets: readonly Target[], base: ModelConfig, type: LoraWeightType, allocate: (bytes: number) => ArrayBuffer): LoraWeights {
+  const shapes = targets.map((t) => projectionShape(base, t.projection));
+  const elements = targets.reduce((sum, t, i) => sum + t.rank * (shapes[i][0] + shapes[i][1]), 0);
+  const buffer = allocate(elements * ELEMENT_BYTES[type]);
+  // Shapes are checked against these sizes before a read, so the largest tensor, at 4 bytes a value, bounds them all.
+  const scratch = new Uint8Array(4 * Math.max(...targets.map((t, i) => t.rank * Math.max(...shapes[i]))));
+  const hash = createHash('sha256');
+  const scalars = new DataView(new ArrayBuffer(12));
+  const modules = new Map<string, LoraModule>();
+  let offset = 0;
+  const take = (n: number): LoraTensor => {
+    const view = type === 'float32' ? new Float32Array(buffer, offset * 4, n) : new Uint16Array(buffer, offset * 2, n);
+    offset += n;
+    return view;
   };
+  targets.forEach((target, i) => {
+    const [inFeatures, outFeatures] = shapes[i];
+    const aName = `${TENSOR_PREFIX}${target.module}.lora_A.weight`;
+    const bName = `${TENSOR_PREFIX}${target.module}.lora_B.weight`;
+    const hasA = file.has(aName);
+    const hasB = file.has(bName);
+    if (!hasA || !hasB) {
+      const missing = !hasA && !hasB ? `${aName} and ${bName}` : hasA ? bName : aName;
+      throw new AdapterError('adapter_missing_tensor', WEIGHTS_FILE, `the config targets ${target.module}, but ${missing} is missing`);
+    }
+    hash.update(`${target.layer}.${target.projection}\0`);
+    scalars.setUint32(0, target.rank, true);
+    scalars.setFloat64(4, target.scale, true);
+    hash.update(new Uint8Array(scalars.buffer));
+    const source = { file, hash, scratch, module: target.module };
+    const rankSource = `rank ${target.rank} from the config`;
+    const a = readConverted(source, aName, [target.rank, inFeatures], `${rankSource}, ${inFeatures} input features of the base ${target.projection}`, 1, take(inFeatures * target.rank));
+    const b = readConverted(source, bName, [outFeatures, target.rank], `${outFeatures} output features of the base ${target.projection}, ${rankSource}`, target.scale, take(target.rank * outFeatures));
+    modules.set(loraModuleKey(target.layer, target.projection), { layer: target.layer, projection: target.projection, rank: target.rank, scale: target.scale, a, b });
+  });
+  const rank = Math.max(...targets.map((t) => t.rank));
+  return { rank, modules, bytes: buffer.byteLength, type, digest: hash.digest('hex') };
 }
 
-function readChecked(file: SafetensorsFile, name: string, expected: [number, number], why: string): Float32Array {
-  const { shape } = file.info(name);
+interface TensorSource {
+  file: SafetensorsFile;
+  hash: Hash;
+  scratch: Uint8Array;
+  module: string;
+}
+
+/** Reads the `[rows, cols]` tensor, hashes its dtype and bytes, and converts it into `out` transposed and scaled. */
+function readConverted(source: TensorSource, name: string, expected: [number, number], why: string, scale: number, out: LoraTensor): LoraTensor {
+  const { shape, dtype } = source.file.info(name);
   if (shape.length !== 2 || shape[0] !== expected[0] || shape[1] !== expected[1]) {
     throw new AdapterError('adapter_shape_mismatch', WEIGHTS_FILE, `tensor ${name} has shape [${excerpt(shape.join(', '))}], expected [${expected.join(', ')}] (${why})`);
   }
-  const data = file.read(name);
-  for (let i = 0; i < data.length; i++) {
-    if (!Number.isFinite(data[i])) throw new AdapterError('adapter_nonfinite', WEIGHTS_FILE, `tensor ${name} has a non-finite value (${data[i]}) at element ${i}`);
-  }
-  return data;
-}
-
-/** `[rows, cols]` → `[cols, rows]`, row-major. */
-function transpose(m: Float32Array, rows: number, cols: number): Float32Array {
-  const out = new Float32Array(m.length);
-  for (let i = 0; i < rows; i++) {
-    for (let j = 0; j < cols; j++) out[j * rows + i] = m[i * cols + j];
-  }
-  return out;
+  const bytes = source.file.readBytes(name, source.scratch);
+  source.hash.update(`${dtype}\0`);
+  source.hash.update(bytes);
+  if (convertTransposed(bytes, dtype, expected[0], expected[1], scale, out)) return out;
+  const { index, value } = refusedElement(bytes, dtype, expected[0], expected[1], out);
+  if (!Number.isFinite(value)) throw new AdapterError('adapter_nonfinite', WEIGHTS_FILE, `tensor ${name} has a non-finite value (${value}) at element ${index}`);
+  const scaled = scale === 1 ? '' : ` (${value * scale} with the scale ${scale} folded in)`;
+  throw new AdapterError(
+    'adapter_invalid',
+    WEIGHTS_FILE,
+    `module ${source.module}: element ${index} of ${name.endsWith('lora_A.weight') ? 'lora_A' : 'lora_B'} is ${value}${scaled}, beyond ±${FP16_MAX}, ` +
+      'the float16 range in which this server serves adapter weights',
+  );
 }

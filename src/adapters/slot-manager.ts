@@ -1,6 +1,8 @@
 import type { LoraBatch } from '../model/decoder.js';
+import type { LoraWeightType } from '../model/graph-builder.js';
 import type { ModelConfig, Projection } from '../model/model-config.js';
 import { PROJECTIONS, projectionShape } from '../model/model-config.js';
+import type { LoraTensor } from './lora-convert.js';
 import type { LoraWeights } from './peft-loader.js';
 import { loraModuleKey } from './peft-loader.js';
 
@@ -18,20 +20,22 @@ interface SlotEntry {
 
 /**
  * The device tier: `maxLoras` adapter slots in the stacked tensors the graph reads (`[1 + maxLoras, in, rank]` and
- * `[1 + maxLoras, rank, out]` per layer and projection). Slot 0 stays all zeros for rows without an adapter. An adapter
- * is written into the lowest free slot, ranks below `rank` are zero-padded, and the PEFT scale is folded into B.
+ * `[1 + maxLoras, rank, out]` per layer and projection, of element type `type`). Slot 0 stays all zeros for rows
+ * without an adapter. An adapter is written into the lowest free slot, ranks below `rank` zero-padded; its weights
+ * come converted to `type`, scale folded into B (peft-loader.ts), so a module of full rank is one copy per tensor.
  * When no slot is free the least recently used unreferenced, unpinned slot is overwritten.
  *
- * For the stock runtime it also holds each KV row's own copy of its adapter (`[rows, in, rank]`, `[rows, rank, out]`),
- * which the stock graph reads: copied from the slot when a row's adapter changes, moved with the row when rows are
- * compacted. The native runtime reads the slot stacks directly (`rows` 0: no copies).
+ * For the stock runtime it also holds each KV row's own copy of its adapter (`[rows, in, rank]`, `[rows, rank, out]`,
+ * fp32), which the stock graph reads: copied from the slot when a row's adapter changes, moved with the row when rows
+ * are compacted. The native runtime reads the slot stacks directly (`rows` 0: no copies).
  */
 export class SlotManager {
   readonly maxLoras: number;
   readonly rank: number;
+  readonly type: LoraWeightType;
   readonly #config: ModelConfig;
-  readonly #a: Float32Array[];
-  readonly #b: Float32Array[];
+  readonly #a: LoraTensor[];
+  readonly #b: LoraTensor[];
   readonly #slots: (SlotEntry | null)[];
   readonly #rowA: Float32Array[];
   readonly #rowB: Float32Array[];
@@ -44,11 +48,14 @@ export class SlotManager {
   evictions = 0;
   loads = 0;
 
-  /** `rows`: KV rows that get their own copy of their adapter (the engine's batch size; 0 for none). */
-  constructor(config: ModelConfig, maxLoras: number, rank: number, rows: number) {
+  /** `rows`: KV rows that get their own copy of their adapter (the engine's batch size; 0 for none, as with float16). */
+  constructor(config: ModelConfig, maxLoras: number, rank: number, rows: number, type: LoraWeightType = 'float32') {
+    if (rows > 0 && type !== 'float32') throw new Error('per-row adapter copies are for the stock graph, which reads float32');
     this.#config = config;
     this.maxLoras = maxLoras;
     this.rank = rank;
+    this.type = type;
+    const stack = (n: number): LoraTensor => (type === 'float32' ? new Float32Array(n) : new Uint16Array(n));
     this.#slots = new Array<SlotEntry | null>(maxLoras + 1).fill(null);
     this.#rowContent = new Array<number>(rows).fill(0);
     this.#slotRanks = new Int32Array(maxLoras + 1);
@@ -59,8 +66,8 @@ export class SlotManager {
     for (let layer = 0; layer < config.numLayers; layer++) {
       for (const p of PROJECTIONS) {
         const [k, n] = projectionShape(config, p);
-        this.#a.push(new Float32Array((maxLoras + 1) * k * rank));
-        this.#b.push(new Float32Array((maxLoras + 1) * rank * n));
+        this.#a.push(stack((maxLoras + 1) * k * rank));
+        this.#b.push(stack((maxLoras + 1) * rank * n));
         this.#rowA.push(new Float32Array(rows * k * rank));
         this.#rowB.push(new Float32Array(rows * rank * n));
       }
@@ -89,12 +96,15 @@ export class SlotManager {
     this.#rowContent[to] = this.#rowContent[from];
   }
 
-  /** Copies region `from` of each source buffer into region `to` of the matching target buffer (regions of equal size). */
-  #copyRegions(sources: Float32Array[], targets: Float32Array[], from: number, to: number): void {
+  /**
+   * Copies region `from` of each source buffer into region `to` of the matching target buffer (regions of equal size).
+   * Row copies exist only beside float32 stacks.
+   */
+  #copyRegions(sources: LoraTensor[], targets: Float32Array[], from: number, to: number): void {
     sources.forEach((source, i) => {
       const size = targets[i].length / this.#rowContent.length;
       if (source === targets[i]) source.copyWithin(to * size, from * size, (from + 1) * size);
-      else targets[i].set(source.subarray(from * size, (from + 1) * size), to * size);
+      else targets[i].set((source as Float32Array).subarray(from * size, (from + 1) * size), to * size);
     });
   }
 
@@ -160,7 +170,7 @@ export class SlotManager {
   /** The LoRA inputs for a run over rows `firstRow..` whose adapters are in `rowSlots` (0 = no adapter). */
   batch(firstRow: number, rowSlots: readonly number[]): LoraBatch {
     const activeProjections = PROJECTIONS.map((_, i) => rowSlots.some((s) => s > 0 && (this.#slots[s] as SlotEntry).targets[i]));
-    const stack = (stacks: Float32Array[], layer: number, p: Projection) => stacks[layer * PROJECTIONS.length + PROJECTIONS.indexOf(p)];
+    const stack = (stacks: LoraTensor[], layer: number, p: Projection) => stacks[layer * PROJECTIONS.length + PROJECTIONS.indexOf(p)];
     return {
       activeProjections,
       rowSlots: Int32Array.from(rowSlots),
@@ -190,6 +200,7 @@ export class SlotManager {
   }
 
   #write(slot: number, digest: string, weights: LoraWeights): void {
+    if (weights.type !== this.type) throw new Error(`adapter weights of type ${weights.type} cannot go into ${this.type} LoRA slots`);
     const R = this.rank;
     const targets = PROJECTIONS.map(() => false);
     let slotRank = 0;
@@ -198,19 +209,37 @@ export class SlotManager {
         const [k, n] = projectionShape(this.#config, p);
         const a = this.#a[layer * PROJECTIONS.length + pi].subarray(slot * k * R, (slot + 1) * k * R);
         const b = this.#b[layer * PROJECTIONS.length + pi].subarray(slot * R * n, (slot + 1) * R * n);
-        a.fill(0);
-        b.fill(0);
         const m = weights.modules.get(loraModuleKey(layer, p));
-        if (!m) return;
+        if (!m) {
+          a.fill(0);
+          b.fill(0);
+          return;
+        }
         if (m.rank > R) throw new Error(`adapter rank ${m.rank} exceeds the slot rank ${R}`);
+        // Weights whose buffer went back to the loader (AdapterLoader.recycle) read as empty.
+        if (m.a.length !== k * m.rank || m.b.length !== m.rank * n) throw new Error(`LoRA weights of ${layer}.${p} are not [${k}, ${m.rank}] and [${m.rank}, ${n}]`);
         targets[pi] = true;
         slotRank = Math.max(slotRank, m.rank);
-        for (let i = 0; i < k; i++) a.set(m.a.subarray(i * m.rank, (i + 1) * m.rank), i * R);
-        for (let j = 0; j < m.rank * n; j++) b[j] = m.scale * m.b[j];
+        if (m.rank === R) a.set(m.a);
+        else padRows(m.a, m.rank, a, R);
+        // Rows of B past the module's rank are zeroed: another adapter may have filled them.
+        b.set(m.b);
+        b.fill(0, m.rank * n);
       });
     }
     this.#slots[slot] = { digest, generation: ++this.#generations, refs: 0, pinned: false, lastUsed: ++this.#clock, targets };
     this.#slotRanks[slot] = slotRank;
     this.loads++;
+  }
+}
+
+/**
+ * `[k, r]` rows into `[k, R]` rows, zero-padded. An element loop: one `set` of a subarray per row took 4× as long at
+ * the 0.5B shape (245,760 rows per adapter).
+ */
+function padRows(from: LoraTensor, r: number, to: LoraTensor, R: number): void {
+  for (let s = 0, d = 0; s < from.length; d += R) {
+    for (let j = 0; j < r; j++) to[d + j] = from[s++];
+    for (let j = r; j < R; j++) to[d + j] = 0;
   }
 }

@@ -6,6 +6,7 @@ import { loadPeftAdapter } from '../adapters/peft-loader.js';
 import { SlotManager } from '../adapters/slot-manager.js';
 import type { LoraBatch } from '../model/decoder.js';
 import { DEFAULT_EVAL_CHUNK, evaluateLoss } from '../model/evaluate.js';
+import { LORA_WEIGHT_TYPE } from '../model/graph-builder.js';
 import type { RuntimeChoice } from '../model/load-model.js';
 import { loadModel } from '../model/load-model.js';
 import type { Quantization } from '../model/quantizer.js';
@@ -75,7 +76,7 @@ export async function evalCommand(argv: string[]): Promise<number> {
   }
 
   const adapter = values.adapter;
-  const { config, decoder } = await loadModel({
+  const { config, decoder, runtime } = await loadModel({
     modelDir: model,
     quantization: values.quant as Quantization,
     threads: options.threads,
@@ -86,9 +87,11 @@ export async function evalCommand(argv: string[]): Promise<number> {
   try {
     let lora: LoraBatch | undefined;
     if (adapter !== undefined) {
-      const slots = new SlotManager(config, 1, options.maxLoraRank, 1);
+      const weightType = LORA_WEIGHT_TYPE[runtime];
+      // The native graph reads the slot itself; only the stock one reads a row's copy.
+      const slots = new SlotManager(config, 1, options.maxLoraRank, runtime === 'native' ? 0 : 1, weightType);
       // The one slot is free, so acquire cannot answer null.
-      const slot = slots.acquire(adapterDigest(adapter), loadPeftAdapter(adapter, config, { maxRank: options.maxLoraRank })) as number;
+      const slot = slots.acquire(adapterDigest(adapter), loadPeftAdapter(adapter, config, { maxRank: options.maxLoraRank, weightType })) as number;
       slots.bindRow(0, slot);
       lora = slots.batch(0, [slot]);
     }

@@ -2,6 +2,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { AdapterError } from '../adapters/adapter-error.js';
 import { AdapterManager } from '../adapters/adapter-manager.js';
+import { LORA_WEIGHT_TYPE } from '../model/graph-builder.js';
 import { loadModel } from '../model/load-model.js';
 import { EngineCore } from './engine-core.js';
 import type { EngineOptions } from './engine-options.js';
@@ -28,6 +29,7 @@ try {
       maxLoras: options.maxLoras, maxRank: options.maxLoraRank, hostBytes: options.maxCpuLoraBytes,
       // The native graph reads the slot stacks; only the stock one needs a copy of each row's adapter.
       rows: model.runtime === 'native' ? 0 : options.maxBatch,
+      weightType: LORA_WEIGHT_TYPE[model.runtime],
       roots: options.adapterRoots, loadTimeoutMs: options.adapterLoadTimeoutMs,
     }, () => core?.wake())
     : null;

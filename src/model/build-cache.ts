@@ -8,7 +8,7 @@ import { buildDecoderGraph } from './graph-builder.js';
 import type { ModelConfig } from './model-config.js';
 
 /** Bump when the emitted graph changes, so caches built by an older builder are not reused. */
-const BUILDER_VERSION = 7;
+const BUILDER_VERSION = 8;
 /** Files every complete build holds; its manifest must list them. */
 const REQUIRED_FILES = ['model.onnx', 'model.onnx.data', 'build.json'];
 /**

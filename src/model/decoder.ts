@@ -26,10 +26,10 @@ export interface LoraBatch {
   rowSlots: Int32Array;
   /** Each slot's rank (0 for slot 0 and empty slots). */
   slotRanks: Int32Array;
-  /** `[slots, in, rank]`: a projection's A stack (all slots). */
-  a(layer: number, projection: Projection): Float32Array;
-  /** `[slots, rank, out]`: a projection's B stack, scale folded in. */
-  b(layer: number, projection: Projection): Float32Array;
+  /** `[slots, in, rank]`: a projection's A stack (all slots); fp32, or fp16 bit patterns for the native graph. */
+  a(layer: number, projection: Projection): Float32Array | Uint16Array;
+  /** `[slots, rank, out]`: a projection's B stack, scale folded in; fp32, or fp16 bit patterns for the native graph. */
+  b(layer: number, projection: Projection): Float32Array | Uint16Array;
   /** `[rows, in, rank]`: the batch rows' copies of their adapter's A (zeros for a row without adapter); stock runtime. */
   rowA(layer: number, projection: Projection): Float32Array;
   /** `[rows, rank, out]`: the batch rows' copies of their adapter's B; stock runtime. */

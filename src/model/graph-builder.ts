@@ -27,6 +27,16 @@ export interface BuildOptions {
   runtime: 'stock' | 'native';
 }
 
+/** How adapter weights are held in memory: fp32, or IEEE half bit patterns in a Uint16Array. */
+export type LoraWeightType = 'float32' | 'float16';
+
+/**
+ * The adapter slot stacks' element type per runtime. The native BatchedLora operator widens fp16 as it reads, so half
+ * the bytes cross memory per step; the stock graph's MatMul takes fp32 only, and gets the same values widened
+ * (src/adapters/lora-convert.ts).
+ */
+export const LORA_WEIGHT_TYPE: Readonly<Record<BuildOptions['runtime'], LoraWeightType>> = Object.freeze({ stock: 'float32', native: 'float16' });
+
 export const DEFAULT_BUILD_OPTIONS: Readonly<BuildOptions> = Object.freeze({ quantization: 'int4', blockSize: 32, accuracyLevel: 4, loraRank: 0, allLogits: false, runtime: 'stock' });
 
 /** Where the builder reads HF tensors from (fp32, as stored: projections `[out, in]`). */
@@ -81,7 +91,7 @@ const EPS_ATTR = (eps: number) => ({ float: eps });
  * `[batch, kv_heads, capacity, head_dim]` are outputs, which the runner binds to the same memory as `past_*` so the
  * cache is updated in place (no new K/V outputs); and LoRA reads `lora_row_slots` `[batch]`, `lora_slot_ranks`
  * `[slots]` int32 and per layer and projection the slot stacks `lora_a.L.P` `[slots, in, rank]`, `lora_b.L.P`
- * `[slots, rank, out]` through the BatchedLora operator.
+ * `[slots, rank, out]` (float16, LORA_WEIGHT_TYPE) through the BatchedLora operator.
  */
 export function buildDecoderGraph(config: ModelConfig, weights: WeightSource, options: BuildOptions, dir: string): void {
   const g = new OnnxGraph(join(dir, 'model.onnx.data'));
@@ -124,8 +134,8 @@ export function buildDecoderGraph(config: ModelConfig, weights: WeightSource, op
       const stacks = ps.map((p) => {
         const [k, n] = projectionShape(config, p);
         return {
-          a: g.input(GraphNames.loraA(layer, p), 'float32', ['lora_slots', k, options.loraRank]),
-          b: g.input(GraphNames.loraB(layer, p), 'float32', ['lora_slots', options.loraRank, n]),
+          a: g.input(GraphNames.loraA(layer, p), LORA_WEIGHT_TYPE.native, ['lora_slots', k, options.loraRank]),
+          b: g.input(GraphNames.loraB(layer, p), LORA_WEIGHT_TYPE.native, ['lora_slots', options.loraRank, n]),
         };
       });
       ys = emitNativeBatchedLora(g, x, ys, stacks, nativeLora.rowSlots, nativeLora.slotRanks);

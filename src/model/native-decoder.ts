@@ -2,7 +2,7 @@
 import { join } from 'node:path';
 import type { ForwardBatch, LoraBatch, ModelRunner } from './decoder.js';
 import { stepInputs } from './decoder.js';
-import { GraphNames, LORA_GROUPS } from './graph-builder.js';
+import { GraphNames, LORA_GROUPS, LORA_WEIGHT_TYPE } from './graph-builder.js';
 import type { KvCache } from './kv-cache.js';
 import type { ModelConfig } from './model-config.js';
 import { PROJECTIONS, projectionShape } from './model-config.js';
@@ -82,17 +82,19 @@ export class NativeDecoder implements ModelRunner {
     }
   }
 
-  #bindOnce(name: string, data: Float32Array, dims: number[]): void {
+  /** Binds a slot stack, as the graph's LoRA weight type: its fp16 bits travel in a Uint16Array. */
+  #bindOnce(name: string, data: NativeData, dims: number[]): void {
     if (this.#bound.get(name) === data) return;
-    this.#session.bindInput(name, data, dims);
+    this.#session.bindInput(name, data, dims, LORA_WEIGHT_TYPE.native);
     this.#bound.set(name, data);
   }
 }
 
+/** One all-zero slot per stack (IEEE half zero is all zero bits). */
 function emptyLoraBatch(config: ModelConfig, rank: number): LoraBatch {
   const stacks = new Map(PROJECTIONS.map((p) => {
     const [k, n] = projectionShape(config, p);
-    return [p, { a: new Float32Array(k * rank), b: new Float32Array(rank * n) }];
+    return [p, { a: new Uint16Array(k * rank), b: new Uint16Array(rank * n) }];
   }));
   const none = () => new Float32Array(0);
   return {

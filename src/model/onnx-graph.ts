@@ -5,10 +5,12 @@ import onnxProto from 'onnx-proto';
 const { onnx } = onnxProto;
 
 export const DataType = onnx.TensorProto.DataType;
-export type ElementType = 'float32' | 'int64' | 'int32' | 'uint8' | 'bool';
+/** float16 data is IEEE half bit patterns in a Uint16Array. */
+export type ElementType = 'float32' | 'float16' | 'int64' | 'int32' | 'uint8' | 'bool';
 
 const ELEMENT: Record<ElementType, { type: number; bytes: number }> = {
   float32: { type: DataType.FLOAT, bytes: 4 },
+  float16: { type: DataType.FLOAT16, bytes: 2 },
   int64: { type: DataType.INT64, bytes: 8 },
   int32: { type: DataType.INT32, bytes: 4 },
   uint8: { type: DataType.UINT8, bytes: 1 },
@@ -17,7 +19,7 @@ const ELEMENT: Record<ElementType, { type: number; bytes: number }> = {
 
 type GraphProto = InstanceType<typeof onnx.GraphProto>;
 export type AttributeValue = number | string | number[] | { float: number } | { graph: GraphProto };
-type TypedData = Float32Array | BigInt64Array | Int32Array | Uint8Array;
+type TypedData = Float32Array | Uint16Array | BigInt64Array | Int32Array | Uint8Array;
 
 /** Initializers at least this large go to the external weights file; smaller ones stay inline. */
 const EXTERNAL_MIN_BYTES = 1024;

@@ -96,6 +96,20 @@ export class SafetensorsFile {
     return out;
   }
 
+  /**
+   * The tensor's bytes as stored (its dtype, little-endian), read into the start of `into` when given (it must hold
+   * them; a caller reusing one buffer saves an allocation per tensor), else into a new array.
+   */
+  readBytes(name: string, into?: Uint8Array): Uint8Array {
+    const entry = this.#entry(name);
+    if (this.#fd === null) throw new CheckpointError(this.path, `cannot read tensor ${name}: file is closed`);
+    const length = entry.end - entry.begin;
+    if (into && into.length < length) throw new RangeError(`tensor ${name} needs ${length} bytes, the buffer holds ${into.length}`);
+    const bytes = into ? into.subarray(0, length) : new Uint8Array(length);
+    readExactly(this.path, this.#fd, bytes, 0, entry.begin, length);
+    return bytes;
+  }
+
   close(): void {
     if (this.#fd === null) return;
     closeSync(this.#fd);

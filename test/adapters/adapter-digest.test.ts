@@ -3,9 +3,10 @@ import { cpSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { adapterDigest, weightsDigest } from '../../src/adapters/adapter-digest.js';
+import { adapterDigest } from '../../src/adapters/adapter-digest.js';
 import { AdapterError } from '../../src/adapters/adapter-error.js';
 import { loadPeftAdapter } from '../../src/adapters/peft-loader.js';
+import type { LoraWeightType } from '../../src/model/graph-builder.js';
 import { parseModelConfig } from '../../src/model/hf-config.js';
 import { synthAdapter } from '../../src/synth/adapter-synth.js';
 import { synthCheckpoint } from '../../src/synth/checkpoint-synth.js';
@@ -80,9 +81,13 @@ describe('adapterDigest', () => {
   });
 });
 
-describe('weightsDigest', () => {
+describe('the digest of loaded weights', () => {
   const base = parseModelConfig(JSON.parse(readFileSync(join(baseDir, 'config.json'), 'utf8')), undefined, join(baseDir, 'config.json'));
-  const digest = (dir: string) => weightsDigest(loadPeftAdapter(dir, base, { maxRank: 8 }));
+  const digest = (dir: string, weightType: LoraWeightType = 'float32') => loadPeftAdapter(dir, base, { maxRank: 8, weightType }).digest;
+
+  it('names the bytes read, whatever type they are converted to', () => {
+    expect(digest(original, 'float16')).toBe(digest(original));
+  });
 
   it('is the same for the same weights, wherever they are and however the config is written', () => {
     expect(digest(copy())).toBe(digest(original));
@@ -102,5 +107,7 @@ describe('weightsDigest', () => {
     bytes[bytes.length - 2] ^= 1;
     writeFileSync(join(weight, 'adapter_model.safetensors'), bytes);
     expect(digest(weight)).not.toBe(digest(original));
+    // The flipped bit is below fp16 precision: the values served may be equal, the content is not.
+    expect(digest(weight, 'float16')).not.toBe(digest(original, 'float16'));
   });
 });

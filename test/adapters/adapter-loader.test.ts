@@ -3,10 +3,10 @@ import { cpSync, mkdtempSync, readFileSync, realpathSync, rmSync, writeFileSync 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
-import { weightsDigest } from '../../src/adapters/adapter-digest.js';
 import { AdapterError } from '../../src/adapters/adapter-error.js';
 import { AdapterLoader } from '../../src/adapters/adapter-loader.js';
 import { loadPeftAdapter } from '../../src/adapters/peft-loader.js';
+import type { LoraWeightType } from '../../src/model/graph-builder.js';
 import { parseModelConfig } from '../../src/model/hf-config.js';
 import { synthAdapter } from '../../src/synth/adapter-synth.js';
 import { synthCheckpoint } from '../../src/synth/checkpoint-synth.js';
@@ -43,8 +43,8 @@ const fifoConfig = variant((dir) => {
 });
 
 const open: AdapterLoader[] = [];
-function loader(timeoutMs = 30_000): AdapterLoader {
-  const created = new AdapterLoader(base, { maxRank: 8, roots: [adapters], timeoutMs });
+function loader(timeoutMs = 30_000, weightType: LoraWeightType = 'float32'): AdapterLoader {
+  const created = new AdapterLoader(base, { maxRank: 8, roots: [adapters], timeoutMs, weightType });
   open.push(created);
   return created;
 }
@@ -59,10 +59,15 @@ async function refusal(load: Promise<unknown>): Promise<AdapterError> {
 }
 
 describe('AdapterLoader', () => {
-  it('answers with the digest of the weights it loaded', async () => {
+  it('answers with the weights it loaded, converted to the slots\' type, in one transferred buffer', async () => {
     const loaded = await loader().load(good);
-    expect(loaded.digest).toBe(weightsDigest(loadPeftAdapter(good, base, { maxRank: 8 })));
-    expect(loaded.weights.modules.size).toBe(2 * base.numLayers);
+    expect(loaded).toMatchObject({ digest: loadPeftAdapter(good, base, { maxRank: 8 }).digest, type: 'float32' });
+    expect(loaded.modules.size).toBe(2 * base.numLayers);
+    const half = await loader(30_000, 'float16').load(good);
+    expect(half).toMatchObject({ digest: loaded.digest, type: 'float16', bytes: loaded.bytes / 2 });
+    const buffers = new Set([...half.modules.values()].flatMap((m) => [m.a.buffer, m.b.buffer]));
+    expect(buffers.size).toBe(1);
+    expect([...buffers][0].byteLength).toBe(half.bytes);
   });
 
   it('fails a load past its deadline, replaces the stuck worker, and still completes the loads queued behind it', async () => {
@@ -72,8 +77,20 @@ describe('AdapterLoader', () => {
     const err = await refusal(stuck);
     expect(err).toMatchObject({ code: 'adapter_invalid', message: 'loading did not finish within 1.5 s (--adapter-load-timeout)' });
     expect(performance.now() - started).toBeLessThan(10_000);
-    expect((await queued).weights.modules.size).toBe(2 * base.numLayers);
-    expect((await l.load(good)).weights.modules.size).toBe(2 * base.numLayers);
+    expect((await queued).modules.size).toBe(2 * base.numLayers);
+    expect((await l.load(good)).modules.size).toBe(2 * base.numLayers);
+  });
+
+  it('loads into the buffer of recycled weights as into a new one, and detaches what it was given', async () => {
+    const l = loader(30_000, 'float16');
+    const other = variant((dir) => synthAdapter(dir, baseDir, { rank: 4, alpha: 8, targetModules: ['q_proj', 'v_proj'], seed: 2 }));
+    const first = await l.load(good);
+    l.recycle(first);
+    expect([...first.modules.values()].every((m) => m.a.length === 0 && m.b.length === 0)).toBe(true);
+    const second = await l.load(other);
+    const expected = loadPeftAdapter(other, base, { maxRank: 8, weightType: 'float16' });
+    expect(second.digest).toBe(expected.digest);
+    for (const [key, m] of expected.modules) expect([second.modules.get(key)!.a, second.modules.get(key)!.b]).toEqual([m.a, m.b]);
   });
 
   it('refuses a FIFO as weights or config without blocking, then loads the next adapter', async () => {
@@ -82,7 +99,7 @@ describe('AdapterLoader', () => {
       const err = await refusal(l.load(dir));
       expect(err).toMatchObject({ code: 'adapter_invalid', path: file, message: `${file}: not a regular file` });
     }
-    expect((await l.load(good)).weights.modules.size).toBe(2 * base.numLayers);
+    expect((await l.load(good)).modules.size).toBe(2 * base.numLayers);
   });
 
   it('closes promptly while a load is stuck, failing it and refusing later loads', async () => {

@@ -3,7 +3,7 @@ import { HostAdapterCache } from '../../src/adapters/host-cache.js';
 import type { LoraWeights } from '../../src/adapters/peft-loader.js';
 
 function weights(bytes: number): LoraWeights {
-  return { rank: 1, modules: new Map(), bytes };
+  return { rank: 1, modules: new Map(), bytes, type: 'float32', digest: '' };
 }
 
 /** A 100-byte cache and the digests it evicted, in order. */
@@ -30,6 +30,16 @@ describe('HostAdapterCache', () => {
     expect(evicted).toEqual(['b', 'c']);
     expect(contents(c, ['a', 'b', 'c', 'd'])).toEqual(['a', 'd']);
     expect([c.bytes, c.size]).toEqual([85, 2]);
+  });
+
+  it('hands over the weights it evicts, for their memory to be reused', () => {
+    const given: LoraWeights[] = [];
+    const c = new HostAdapterCache(100, (_digest, w) => given.push(w));
+    const a = weights(60);
+    c.set('a', a);
+    c.set('b', weights(60));
+    expect(given).toEqual([a]);
+    expect(given[0]).toBe(a);
   });
 
   it('does not count has() as a use', () => {

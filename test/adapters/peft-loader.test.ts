@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { AdapterError } from '../../src/adapters/adapter-error.js';
 import type { AdapterErrorCode } from '../../src/adapters/adapter-error.js';
+import { f16Value, f32BitsToF16 } from '../../src/adapters/lora-convert.js';
 import { loadPeftAdapter, loraModuleKey } from '../../src/adapters/peft-loader.js';
 import type { LoraWeights } from '../../src/adapters/peft-loader.js';
 import { parseModelConfig } from '../../src/model/hf-config.js';
@@ -24,6 +25,12 @@ const baseDir = join(root, 'base');
 synthCheckpoint(baseDir, { architecture: 'llama', preset: 'tiny', seed: 0, dtype: 'F32' });
 const base = readBaseConfig(baseDir);
 const MAX_RANK = 64;
+
+const f32 = new Float32Array(1);
+const toF16 = (v: number): number => {
+  f32[0] = v;
+  return f32BitsToF16(new Int32Array(f32.buffer)[0]);
+};
 
 function readBaseConfig(dir: string): ModelConfig {
   const path = join(dir, 'config.json');
@@ -84,9 +91,10 @@ function refusal(dir: string, code: AdapterErrorCode, maxRank = MAX_RANK): Adapt
   throw new Error(`expected ${dir} to be refused with ${code}`);
 }
 
-function transposed(m: Float32Array, rows: number, cols: number): Float32Array {
+/** `[rows, cols]` → `[cols, rows]`, times `scale` in fp32 and rounded to fp16, as the loader serves weights. */
+function transposed(m: Float32Array, rows: number, cols: number, scale = 1): Float32Array {
   const out = new Float32Array(m.length);
-  for (let i = 0; i < rows; i++) for (let j = 0; j < cols; j++) out[j * rows + i] = m[i * cols + j];
+  for (let i = 0; i < rows; i++) for (let j = 0; j < cols; j++) out[j * rows + i] = f16Value(toF16(m[i * cols + j] * scale));
   return out;
 }
 
@@ -96,7 +104,7 @@ function summary(weights: LoraWeights): Record<string, [number, number]> {
 }
 
 describe('loadPeftAdapter', () => {
-  it('loads listed targets with A and B transposed for the kernel', () => {
+  it('loads listed targets with A and B transposed for the kernel, the scale folded into B', () => {
     const dir = synth();
     const weights = load(dir);
     expect(summary(weights)).toEqual({ '0.q_proj': [8, 2], '0.v_proj': [8, 2], '1.q_proj': [8, 2], '1.v_proj': [8, 2] });
@@ -106,7 +114,7 @@ describe('loadPeftAdapter', () => {
     expect(v1).toMatchObject({ layer: 1, projection: 'v_proj' });
     // lora_A [8, 64] → a [64, 8]; lora_B [32, 8] → b [8, 32].
     expect(v1.a).toEqual(transposed(stored.get(tensorName(1, 'v_proj', 'A'))!.data, 8, 64));
-    expect(v1.b).toEqual(transposed(stored.get(tensorName(1, 'v_proj', 'B'))!.data, 32, 8));
+    expect(v1.b).toEqual(transposed(stored.get(tensorName(1, 'v_proj', 'B'))!.data, 32, 8, 2));
     // 4 bytes × 2 layers × (q: a + b, v: a + b).
     expect(weights.bytes).toBe(4 * 2 * (64 * 8 + 8 * 64 + 64 * 8 + 8 * 32));
   });
@@ -177,10 +185,24 @@ describe('loadPeftAdapter', () => {
     const stored = storedTensors(dir);
     const q0 = flagged.modules.get('0.q_proj')!;
     expect(q0.a).toEqual(transposed(stored.get(tensorName(0, 'q_proj', 'A'))!.data, 8, 64));
-    expect(q0.b).toEqual(transposed(stored.get(tensorName(0, 'q_proj', 'B'))!.data, 64, 8));
+    expect(q0.b).toEqual(transposed(stored.get(tensorName(0, 'q_proj', 'B'))!.data, 64, 8, 2));
     for (const [key, m] of plain.modules) {
       expect(flagged.modules.get(key)!.a).toEqual(m.a);
       expect(flagged.modules.get(key)!.b).toEqual(m.b);
+    }
+  });
+
+  it('serves the same fp16 values in fp16 and fp32 slots', () => {
+    for (const dtype of ['F32', 'F16', 'BF16'] as const) {
+      const dir = synth({ seed: 3, dtype, targetModules: [...PROJECTIONS] });
+      const wide = load(dir);
+      const half = loadPeftAdapter(dir, base, { maxRank: MAX_RANK, weightType: 'float16' });
+      expect(half).toMatchObject({ type: 'float16', bytes: wide.bytes / 2, digest: wide.digest });
+      for (const [key, m] of half.modules) {
+        const w = wide.modules.get(key)!;
+        expect(m.a).toEqual(Uint16Array.from(w.a, toF16));
+        expect(m.b).toEqual(Uint16Array.from(w.b, toF16));
+      }
     }
   });
 
@@ -303,6 +325,24 @@ describe('loadPeftAdapter refusals', () => {
     }
   });
 
+  it('refuses a weight the scale pushes past the fp16 range, naming the module, whatever type the slots hold', () => {
+    const dir = synth();
+    editTensors(dir, (t) => {
+      t.get(tensorName(0, 'v_proj', 'B'))!.data[3] = 40000;
+    });
+    for (const weightType of ['float32', 'float16'] as const) {
+      expect(() => loadPeftAdapter(dir, base, { maxRank: MAX_RANK, weightType })).toThrow(expect.objectContaining({
+        code: 'adapter_invalid',
+        message: 'adapter_model.safetensors: module model.layers.0.self_attn.v_proj: element 3 of lora_B is 40000 (80000 with the scale 2 ' +
+          'folded in), beyond ±65504, the float16 range in which this server serves adapter weights',
+      }));
+    }
+    editTensors(dir, (t) => {
+      t.get(tensorName(0, 'v_proj', 'B'))!.data[3] = 30000;
+    });
+    expect(load(dir).modules.get('0.v_proj')!.b).toContain(60000);
+  });
+
   it('wraps a corrupt or truncated weights file in adapter_invalid', () => {
     const truncated = synth();
     truncateSync(weightsPath(truncated), statSync(weightsPath(truncated)).size - 4);
@@ -397,6 +437,6 @@ describe('hf-reference fixtures', () => {
     // o_proj: lora_A [4, 64], lora_B [64, 4].
     const o = weights.modules.get('0.o_proj')!;
     expect(o.a).toEqual(transposed(stored.get(tensorName(0, 'o_proj', 'A'))!.data, 4, 64));
-    expect(o.b).toEqual(transposed(stored.get(tensorName(0, 'o_proj', 'B'))!.data, 64, 4));
+    expect(o.b).toEqual(transposed(stored.get(tensorName(0, 'o_proj', 'B'))!.data, 64, 4, 2));
   });
 });

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { SlotManager } from '../../src/adapters/slot-manager.js';
 import type { LoraWeights } from '../../src/adapters/peft-loader.js';
+import type { LoraWeightType } from '../../src/model/graph-builder.js';
 import type { ModelConfig } from '../../src/model/model-config.js';
 import type { Projection } from '../../src/model/model-config.js';
 import { PROJECTIONS, projectionShape } from '../../src/model/model-config.js';
@@ -11,20 +12,24 @@ const config: ModelConfig = {
   qkNorm: false, bosTokenId: null, eosTokenIds: [],
 };
 
-/** An adapter of rank `rank` on the given projections of every layer, with A = value and B = value, scale 2. */
-function weights(value: number, rank = 2, projections: readonly Projection[] = PROJECTIONS): LoraWeights {
+/**
+ * An adapter of rank `rank` on the given projections of every layer, with A = value and B = value, scale 2, as the
+ * loader delivers it: B times the scale. In float16, `value` is a bit pattern and B holds it unscaled.
+ */
+function weights(value: number, rank = 2, projections: readonly Projection[] = PROJECTIONS, type: LoraWeightType = 'float32'): LoraWeights {
+  const tensor = (n: number, v: number) => (type === 'float32' ? new Float32Array(n) : new Uint16Array(n)).fill(v);
   const modules = new Map();
   for (let layer = 0; layer < config.numLayers; layer++) {
     for (const p of projections) {
       const [k, n] = projectionShape(config, p);
-      modules.set(`${layer}.${p}`, { layer, projection: p, rank, scale: 2, a: new Float32Array(k * rank).fill(value), b: new Float32Array(rank * n).fill(value) });
+      modules.set(`${layer}.${p}`, { layer, projection: p, rank, scale: 2, a: tensor(k * rank, value), b: tensor(rank * n, type === 'float32' ? 2 * value : value) });
     }
   }
-  return { rank, modules, bytes: 0 };
+  return { rank, modules, bytes: 0, type, digest: '' };
 }
 
 describe('SlotManager', () => {
-  it('writes adapters into the lowest free slots with rank padding and the scale folded into B', () => {
+  it('writes adapters into the lowest free slots with rank padding, B scaled as loaded', () => {
     const slots = new SlotManager(config, 3, 4, 3);
     expect(slots.acquire('a', weights(1))).toBe(1);
     expect(slots.acquire('b', weights(3, 2, ['q_proj']))).toBe(2);
@@ -88,5 +93,27 @@ describe('SlotManager', () => {
     expect(() => slots.release(a)).toThrow(/holds no reference/);
     slots.drop('a');
     expect(slots.slotOf('a')).toBeNull();
+  });
+
+  it('holds float16 stacks without row copies, and clears what an earlier adapter left in a slot', () => {
+    expect(() => new SlotManager(config, 1, 4, 1, 'float16')).toThrow(/stock graph/);
+    const slots = new SlotManager(config, 1, 4, 0, 'float16');
+    expect(slots.bytes).toBe(new SlotManager(config, 1, 4, 0).bytes / 2);
+    expect(() => slots.acquire('x', weights(1))).toThrow('adapter weights of type float32 cannot go into float16 LoRA slots');
+    const one = 0x3c00;
+    slots.release(slots.acquire('a', weights(one, 4, PROJECTIONS, 'float16')) as number);
+    slots.drop('a');
+    const b = slots.acquire('b', weights(0x4200, 2, ['q_proj'], 'float16')) as number;
+    expect(b).toBe(1);
+    const [k, n] = projectionShape(config, 'q_proj');
+    const a = slots.batch(0, [b]).a(0, 'q_proj');
+    expect(a).toBeInstanceOf(Uint16Array);
+    // Slot 0 stays zero; slot 1 rows are rank 2 padded to 4, B's rows past rank 2 and other projections zero again.
+    expect(Array.from(a.subarray(0, k * 4)).every((v) => v === 0)).toBe(true);
+    expect(Array.from(a.subarray(k * 4, k * 4 + 8))).toEqual([0x4200, 0x4200, 0, 0, 0x4200, 0x4200, 0, 0]);
+    const bStack = slots.batch(0, [b]).b(0, 'q_proj').subarray(4 * n);
+    expect(Array.from(bStack.subarray(0, 2 * n)).every((v) => v === 0x4200)).toBe(true);
+    expect(Array.from(bStack.subarray(2 * n)).every((v) => v === 0)).toBe(true);
+    expect(Array.from(slots.batch(0, [b]).a(0, 'v_proj')).every((v) => v === 0)).toBe(true);
   });
 });
