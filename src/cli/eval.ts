@@ -4,29 +4,33 @@ import { parseArgs } from 'node:util';
 import { adapterDigest } from '../adapters/adapter-digest.js';
 import { loadPeftAdapter } from '../adapters/peft-loader.js';
 import { SlotManager } from '../adapters/slot-manager.js';
-import type { LoraBatch } from '../model/decoder.js';
+import type { LoraBatch, ModelRunner } from '../model/decoder.js';
 import { DEFAULT_EVAL_CHUNK, evaluateLoss } from '../model/evaluate.js';
-import { LORA_WEIGHT_TYPE } from '../model/graph-builder.js';
+import type { BuildOptions } from '../model/graph-builder.js';
+import { DEFAULT_BUILD_OPTIONS, LORA_WEIGHT_TYPE } from '../model/graph-builder.js';
 import type { RuntimeChoice } from '../model/load-model.js';
-import { loadModel } from '../model/load-model.js';
+import { loadModel, openBuiltModel, resolveRuntime } from '../model/load-model.js';
+import { buildMerged } from '../model/merged-build.js';
+import type { ModelConfig } from '../model/model-config.js';
 import type { Quantization } from '../model/quantizer.js';
 import { Tokenizer } from '../model/tokenizer.js';
 import { positiveInt, quantization, runtimeChoice, UsageError } from './usage.js';
 
-const HELP = `usage: loraserve eval --model DIR [--adapter DIR] --text-file FILE [options]
+const HELP = `usage: loraserve eval --model DIR [--adapter DIR [--merge]] --text-file FILE [options]
 
 Mean per-token loss of a text under the model (teacher forcing), through the serving graph, KV cache and LoRA
-slots. The text is tokenized as a prompt is (with the tokenizer's BOS), cut into windows of --context tokens,
-each scored from an empty cache and fed --chunk tokens per run.
+slots (or, with --merge, the merged build). The text is tokenized as a prompt is (with the tokenizer's BOS), cut
+into windows of --context tokens, each scored from an empty cache and fed --chunk tokens per run.
 
 options:
   --model DIR          checkpoint directory (config.json, *.safetensors, tokenizer.json)
   --adapter DIR        PEFT adapter to apply (default: the base model alone)
+  --merge              fold the adapter into the weights (a merged build, requantized) instead of a LoRA slot
   --text-file FILE     UTF-8 text to score
   --context N          tokens per window (default: the model's max_position_embeddings)
   --chunk N            tokens per forward run (default ${DEFAULT_EVAL_CHUNK})
   --quant Q            int4 | int8 | fp32 (default int4)
-  --max-lora-rank N    rank of the LoRA slots, as in serving (default 16)
+  --max-lora-rank N    rank of the LoRA slots, as in serving (default 16); with --merge, the largest rank accepted
   --threads N          ONNX Runtime threads (default: all cores)
   --runtime R          auto | native | stock (default auto: native where it can be loaded, LORASERVE_RUNTIME)
   --json               print {"tokens": N, "mean_loss": x, "perplexity": y}
@@ -38,6 +42,7 @@ export async function evalCommand(argv: string[]): Promise<number> {
     options: {
       model: { type: 'string' },
       adapter: { type: 'string' },
+      merge: { type: 'boolean', default: false },
       'text-file': { type: 'string' },
       context: { type: 'string' },
       chunk: { type: 'string', default: String(DEFAULT_EVAL_CHUNK) },
@@ -59,6 +64,7 @@ export async function evalCommand(argv: string[]): Promise<number> {
   try {
     if (!values.model) throw new UsageError('--model is required');
     if (!values['text-file']) throw new UsageError('--text-file is required');
+    if (values.merge && values.adapter === undefined) throw new UsageError('--merge needs --adapter');
     quantization(values.quant);
     runtimeChoice(values.runtime);
     model = values.model;
@@ -75,15 +81,17 @@ export async function evalCommand(argv: string[]): Promise<number> {
     return 2;
   }
 
-  const adapter = values.adapter;
-  const { config, decoder, runtime } = await loadModel({
-    modelDir: model,
-    quantization: values.quant as Quantization,
-    threads: options.threads,
-    loraRank: adapter === undefined ? 0 : options.maxLoraRank,
-    allLogits: true,
-    runtime: values.runtime as RuntimeChoice,
-  });
+  const adapter = values.merge ? undefined : values.adapter;
+  const { config, decoder, runtime } = values.merge
+    ? await loadMerged(model, values.adapter as string, values.quant as Quantization, values.runtime as RuntimeChoice, options)
+    : await loadModel({
+      modelDir: model,
+      quantization: values.quant as Quantization,
+      threads: options.threads,
+      loraRank: adapter === undefined ? 0 : options.maxLoraRank,
+      allLogits: true,
+      runtime: values.runtime as RuntimeChoice,
+    });
   try {
     let lora: LoraBatch | undefined;
     if (adapter !== undefined) {
@@ -104,4 +112,12 @@ export async function evalCommand(argv: string[]): Promise<number> {
     await decoder.release();
   }
   return 0;
+}
+
+/** The merged build of the adapter (built or reused, as the engine's merged sessions are) in a session. */
+async function loadMerged(modelDir: string, adapterDir: string, quant: Quantization, choice: RuntimeChoice, options: { maxLoraRank: number; threads: number }): Promise<{ config: ModelConfig; decoder: ModelRunner; runtime: 'native' | 'stock' }> {
+  const { runtime } = resolveRuntime(choice);
+  const buildOptions: BuildOptions = { ...DEFAULT_BUILD_OPTIONS, quantization: quant, allLogits: true, runtime, loraRank: 0 };
+  const built = buildMerged({ modelDir, adapter: { dir: adapterDir, maxRank: options.maxLoraRank }, options: buildOptions });
+  return { config: built.config, decoder: await openBuiltModel(built.dir, built.config, buildOptions, options.threads), runtime };
 }

@@ -38,6 +38,8 @@ export interface LoadedModel {
   loadMs: number;
   /** Identity of the build (checkpoint digest, build options, builder version): its build cache key. */
   buildDigest: string;
+  /** The options it was built with: a merged build for this model takes them with loraRank 0. */
+  buildOptions: BuildOptions;
   cached: boolean;
   /** Set when the cached build failed verification and was rebuilt: why, for the caller to log. */
   rebuildReason?: string;
@@ -46,17 +48,14 @@ export interface LoadedModel {
 /** Opens an HF checkpoint, builds its graph (or reuses the cached build) and starts a session on it. */
 export async function loadModel(options: LoadModelOptions): Promise<LoadedModel> {
   const start = performance.now();
-  const choice = options.runtime ?? 'stock';
-  const native = choice === 'stock' ? null : loadNativeRuntime();
-  if (native && 'unavailable' in native && choice === 'native') throw new Error(`--runtime native: ${native.unavailable}`);
-  const runtime = native && 'runtime' in native ? native.runtime : null;
+  const { runtime, runtimeNote } = resolveRuntime(options.runtime ?? 'stock');
   const checkpoint = Checkpoint.open(options.modelDir);
   const buildOptions: BuildOptions = {
     ...DEFAULT_BUILD_OPTIONS,
     quantization: options.quantization ?? DEFAULT_BUILD_OPTIONS.quantization,
     loraRank: options.loraRank ?? 0,
     allLogits: options.allLogits ?? false,
-    runtime: runtime ? 'native' : 'stock',
+    runtime,
   };
   let built;
   try {
@@ -64,17 +63,39 @@ export async function loadModel(options: LoadModelOptions): Promise<LoadedModel>
   } finally {
     checkpoint.close();
   }
-  const decoder = runtime
-    ? await NativeDecoder.load(runtime, built.dir, checkpoint.config, options.threads, buildOptions.loraRank, buildOptions.allLogits)
-    : await Decoder.load(built.dir, checkpoint.config, options.threads, buildOptions.loraRank);
+  const decoder = await openBuiltModel(built.dir, checkpoint.config, buildOptions, options.threads);
   return {
     config: checkpoint.config,
     decoder,
-    runtime: runtime ? 'native' : 'stock',
-    runtimeNote: native && 'unavailable' in native ? native.unavailable : null,
+    runtime,
+    runtimeNote,
     loadMs: performance.now() - start,
     buildDigest: basename(built.dir),
+    buildOptions,
     cached: built.cached,
     rebuildReason: built.rebuildReason,
   };
+}
+
+/**
+ * The runtime a choice runs on: 'native' fails when the native runtime cannot be loaded, 'auto' falls back to stock
+ * and says why in `runtimeNote`.
+ */
+export function resolveRuntime(choice: RuntimeChoice): { runtime: 'native' | 'stock'; runtimeNote: string | null } {
+  if (choice === 'stock') return { runtime: 'stock', runtimeNote: null };
+  const native = loadNativeRuntime();
+  if ('runtime' in native) return { runtime: 'native', runtimeNote: null };
+  if (choice === 'native') throw new Error(`--runtime native: ${native.unavailable}`);
+  return { runtime: 'stock', runtimeNote: native.unavailable };
+}
+
+/**
+ * Starts a session on a graph already built into `dir` (by buildOrReuse or buildMerged) with `options`, on the
+ * runtime those options were built for.
+ */
+export async function openBuiltModel(dir: string, config: ModelConfig, options: BuildOptions, threads: number): Promise<ModelRunner> {
+  if (options.runtime === 'stock') return Decoder.load(dir, config, threads, options.loraRank);
+  const native = loadNativeRuntime();
+  if ('unavailable' in native) throw new Error(`a native build needs the native runtime: ${native.unavailable}`);
+  return NativeDecoder.load(native.runtime, dir, config, threads, options.loraRank, options.allLogits);
 }

@@ -162,6 +162,12 @@ describe('loraserve eval', () => {
     expect(Math.abs(out.mean_loss - referenceLoss(ids, ids.length))).toBeGreaterThan(5e-3);
   });
 
+  it('scores the merged build with --merge: the adapter\'s loss, as through a LoRA slot', async () => {
+    const { code, stdout } = await runEval(['--model', MODEL, '--adapter', ADAPTER, '--merge', '--text-file', textFile, '--quant', 'fp32', '--threads', '1', '--json']);
+    expect(code).toBe(0);
+    expectClose((JSON.parse(stdout) as { mean_loss: number }).mean_loss, referenceLoss(ids, ids.length, adapterA()));
+  });
+
   it('prints a readable line without --json', async () => {
     const { code, stdout } = await runEval(['--model', MODEL, '--text-file', textFile, '--quant', 'fp32', '--threads', '1', '--context', '30']);
     expect(code).toBe(0);
@@ -172,5 +178,11 @@ describe('loraserve eval', () => {
     const { code, stderr } = await runEval(['--model', MODEL]);
     expect(code).toBe(2);
     expect(stderr).toContain('--text-file is required');
+  });
+
+  it('refuses --merge without an adapter', async () => {
+    const { code, stderr } = await runEval(['--model', MODEL, '--text-file', textFile, '--merge']);
+    expect(code).toBe(2);
+    expect(stderr).toContain('--merge needs --adapter');
   });
 });
