@@ -70,6 +70,10 @@ export interface AdapterPreload {
 
 /** Adapter roots, preloads and tiers. */
 export interface AdapterConfig {
+  /** Preloaded adapters to merge into sessions of their own at startup (`--merge`). */
+  merge: string[];
+  /** Most adapters merged at once (`--max-merged`); 0 turns merging off. */
+  maxMerged: number;
   /** Roots that registration paths must resolve inside, and where unknown model names are looked up. */
   dirs: string[];
   /** Adapters registered at startup. */
@@ -112,6 +116,11 @@ export const SERVE_OPTIONS: readonly OptionSpec[] = [
   },
   { flag: 'max-loras', env: 'LORASERVE_MAX_LORAS', arg: 'N', default: '8', help: 'adapter slots: the most distinct adapters in one batch (0 disables adapters)' },
   { flag: 'max-lora-rank', env: 'LORASERVE_MAX_LORA_RANK', arg: 'R', default: '16', help: 'largest adapter rank accepted' },
+  {
+    flag: 'merge', env: 'LORASERVE_MERGE', arg: 'NAME', multiple: true,
+    help: 'serve this --adapter from a session with its weights merged in (built in the background; it serves unmerged until then), repeatable (env: comma-separated)',
+  },
+  { flag: 'max-merged', env: 'LORASERVE_MAX_MERGED', arg: 'N', default: '1', help: 'most adapters merged at once, each a full copy of the quantized weights in memory (0 turns merging off)' },
   { flag: 'max-cpu-lora-bytes', env: 'LORASERVE_MAX_CPU_LORA_BYTES', arg: 'SIZE', default: '1GiB', help: 'host-memory budget for loaded adapters (bytes, or with K/M/G/KiB/MiB/GiB, all ×1024)' },
   { flag: 'adapter-load-timeout', env: 'LORASERVE_ADAPTER_LOAD_TIMEOUT', arg: 'SECONDS', default: '30', help: 'longest one adapter load from disk may take; then it fails with adapter_invalid' },
   { flag: 'context-length', env: 'LORASERVE_CONTEXT_LENGTH', arg: 'N', help: `tokens per sequence, prompt and output (default: the model's, at most ${DEFAULT_CONTEXT_LENGTH})` },
@@ -229,6 +238,8 @@ export function parseServeConfig(argv: readonly string[], env: NodeJS.ProcessEnv
       maxLoras: read.integer('max-loras', 0) ?? 8,
       maxLoraRank: read.integer('max-lora-rank', 1) ?? 16,
       maxCpuLoraBytes: read.size('max-cpu-lora-bytes', 0) ?? 1024 ** 3,
+      merge: read.list('merge', ','),
+      maxMerged: read.integer('max-merged', 0) ?? 1,
       loadTimeoutMs: (read.number('adapter-load-timeout', 0.01) ?? 30) * 1000,
     },
   };
@@ -252,6 +263,8 @@ function checkCrossFields(config: ServeConfig): void {
     if (names.has(name)) throw new ConfigError(`--adapter ${name} is given twice`);
     names.add(name);
   }
+  for (const name of adapters.merge) if (!names.has(name)) throw new ConfigError(`--merge ${name}: no --adapter ${name}=DIR is given`);
+  if (adapters.merge.length > adapters.maxMerged) throw new ConfigError(`--merge names ${adapters.merge.length} adapters but --max-merged is ${adapters.maxMerged}`);
   if (config.model.servedModelName !== null && names.has(config.model.servedModelName)) {
     throw new ConfigError(`--adapter ${config.model.servedModelName} has the base model's name (--served-model-name)`);
   }

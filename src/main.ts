@@ -31,6 +31,7 @@ export async function startServer(config: ServeConfig, logger: Logger): Promise<
   const modelName = config.model.servedModelName ?? basename(modelDir);
   const engine = await Engine.start(engineOptions(config, modelDir));
   if (engine.runtimeNote !== null) logger.warn({ reason: engine.runtimeNote }, 'the native runtime is not available: serving on the stock onnxruntime-node path');
+  engine.onLog(({ level, message, fields }) => logger[level](fields, message));
   if (engine.rebuildReason !== null) logger.warn({ reason: engine.rebuildReason }, 'the cached model build failed verification and was built again');
   let app: FastifyInstance | null = null;
   let draining = false;
@@ -40,6 +41,7 @@ export async function startServer(config: ServeConfig, logger: Logger): Promise<
         throw new ConfigError(`--adapter ${name}=${path}: ${err instanceof AdapterError ? err.problem : String(err)}`);
       });
     }
+    for (const name of config.adapters.merge) await engine.adapters.merge(name, true);
     app = await buildApp({
       engine,
       modelName,
@@ -143,6 +145,7 @@ function engineOptions(config: ServeConfig, modelDir: string): EngineOptions {
     maxLoras: config.adapters.maxLoras,
     maxLoraRank: config.adapters.maxLoraRank,
     maxCpuLoraBytes: config.adapters.maxCpuLoraBytes,
+    maxMerged: config.adapters.maxMerged,
     adapterRoots: config.adapters.dirs,
     adapterLoadTimeoutMs: config.adapters.loadTimeoutMs,
     maxWaiting: config.scheduler.maxWaiting,

@@ -7,11 +7,12 @@ interface RegisterBody {
   name: string;
   path: string;
   pinned?: boolean;
+  merged?: boolean;
 }
 
 /** An adapter as the API shows it. */
 function adapterBody(a: AdapterInfo) {
-  return { object: 'adapter', name: a.name, path: a.path, digest: a.digest, rank: a.rank, pinned: a.pinned, tier: a.tier, active_requests: a.activeRequests };
+  return { object: 'adapter', name: a.name, path: a.path, digest: a.digest, rank: a.rank, pinned: a.pinned, merged: a.merged, tier: a.tier, active_requests: a.activeRequests };
 }
 
 /**
@@ -52,7 +53,8 @@ export function adapterRoutes(ctx: ApiContext): RouteHandlers {
     registerAdapter: async (request) => {
       const body = request.body as RegisterBody;
       const info = await register(body.name, body.path, 'name', 'path');
-      return adapterBody(body.pinned ? await engine.adapters.pin(info.name, true) : info);
+      const pinned = body.pinned ? await engine.adapters.pin(info.name, true) : info;
+      return adapterBody(body.merged ? await onRegistered(info.name, 'merged', () => engine.adapters.merge(info.name, true)) : pinned);
     },
     getAdapter: async (request) => {
       const { name } = request.params as { name: string };

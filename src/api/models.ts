@@ -17,7 +17,7 @@ export function modelRoutes(ctx: ApiContext): RouteHandlers {
       const adapters = await ctx.engine.adapters.list();
       return {
         object: 'list',
-        data: [card(base, ctx.modelDir, null), ...adapters.map((a) => ({ ...card(a.name, a.path, base), tier: a.tier, pinned: a.pinned }))],
+        data: [card(base, ctx.modelDir, null), ...adapters.map((a) => ({ ...card(a.name, a.path, base), tier: a.tier, pinned: a.pinned, merged: a.merged }))],
       };
     },
   };

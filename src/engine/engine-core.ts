@@ -1,27 +1,40 @@
 // Runs in the engine worker.
 import type { AdapterManager } from '../adapters/adapter-manager.js';
-import type { LoraBatch, ModelRunner } from '../model/decoder.js';
+import type { ModelRunner } from '../model/decoder.js';
 import { KvCache } from '../model/kv-cache.js';
 import type { EngineOptions } from './engine-options.js';
-import { adapterCall } from './adapter-calls.js';
+import { adapterCall, adapterCallHooks } from './adapter-calls.js';
 import type { EngineStats, GenerationRequest } from './engine-types.js';
 import { EngineCounters, engineStats } from './engine-stats.js';
 import { checkEngineInvariants } from './invariants.js';
 import { KvRows, rowMoves } from './kv-rows.js';
+import { ModelRuns } from './model-runs.js';
+import type { MergedSession, MergedSessions } from './merged-sessions.js';
 import { prefixCall } from './prefix-calls.js';
 import { PrefixReuse } from './prefix-reuse.js';
-import { Sampler } from './sampler.js';
 import { acceptRequest } from './request-validation.js';
 import { admissionPass, prefillChunks } from './scheduler.js';
 import { Sequence } from './sequence.js';
 import { forkSource, keepForSiblings, siblingComputing } from './sibling-forks.js';
-import { stopAfterToken } from './stop-criteria.js';
 import type { Outcome } from './step-outbox.js';
 import { StepOutbox } from './step-outbox.js';
 import type { CallResult, EngineCall, FromWorker } from './worker-protocol.js';
 
 /** A request blocked on its adapter's slot this long holds back later requests that need a slot (see AdmissionPolicy). */
 const ADAPTER_AGING_MS = 1000;
+
+/** What an engine core runs on and reports to. */
+export interface EngineParts {
+  /** The base session. */
+  decoder: ModelRunner;
+  adapters: AdapterManager | null;
+  /** Sessions with an adapter merged in; null when merging is off. */
+  merged: MergedSessions | null;
+  options: EngineOptions;
+  /** Identity of the base model build, which keys the prefix cache. */
+  modelDigest: string;
+  post: (message: FromWorker) => void;
+}
 
 /**
  * The engine loop inside the worker: admit → run → sample → emit → release, one step at a time, over the running
@@ -33,13 +46,13 @@ const ADAPTER_AGING_MS = 1000;
  */
 export class EngineCore {
   readonly #decoder: ModelRunner;
+  readonly #merged: MergedSessions | null;
   readonly #adapters: AdapterManager | null;
   readonly #options: EngineOptions;
   readonly #outbox: StepOutbox;
   readonly #kv: KvCache;
   readonly #prefix: PrefixReuse;
-  readonly #sampler: Sampler;
-  readonly #eos: ReadonlySet<number>;
+  readonly #runs: ModelRuns;
   readonly #waiting: Sequence[] = [];
   readonly #running: KvRows;
   /** Ended, not yet released. */
@@ -50,17 +63,18 @@ export class EngineCore {
   #closed = false;
   readonly #counters = new EngineCounters();
 
-  /** `modelDigest`: identity of the model build, which keys the prefix cache. */
-  constructor(decoder: ModelRunner, adapters: AdapterManager | null, options: EngineOptions, modelDigest: string, post: (message: FromWorker) => void) {
+  constructor({ decoder, adapters, merged, options, modelDigest, post }: EngineParts) {
     this.#decoder = decoder;
     this.#adapters = adapters;
+    this.#merged = merged;
     this.#options = options;
     this.#outbox = new StepOutbox(post);
     this.#kv = new KvCache(decoder.config, options.maxBatch, options.contextLength);
-    this.#running = new KvRows(rowMoves(this.#kv, adapters?.slots ?? null));
-    this.#prefix = new PrefixReuse(options.prefixCacheBytes ?? 0, this.#kv, modelDigest);
-    this.#sampler = new Sampler(decoder.config.vocabSize);
-    this.#eos = new Set(decoder.config.eosTokenIds);
+    this.#running = new KvRows(rowMoves(this.#kv, adapters?.slots ?? null), (seq) => seq.session?.adapter ?? '');
+    // An admitted sequence keeps the session it started on; a waiting one would start on its adapter's merged session.
+    const sessionOf = (seq: Sequence) => (seq.admittedAt > 0 ? seq.session : this.#mergedSessionOf(seq));
+    this.#prefix = new PrefixReuse(options.prefixCacheBytes ?? 0, this.#kv, (seq) => sessionOf(seq)?.buildDigest ?? modelDigest);
+    this.#runs = new ModelRuns({ decoder, kv: this.#kv, adapters, counters: this.#counters, outbox: this.#outbox, contextLength: options.contextLength });
   }
 
   /** Wakes an idle loop (new work, or an adapter finished loading). */
@@ -97,7 +111,8 @@ export class EngineCore {
       case 'adapter.register':
       case 'adapter.unregister':
       case 'adapter.pin':
-      case 'adapter.list': return adapterCall(this.#adapters, call, (digest) => this.#prefix.cache?.drop((d) => d === digest));
+      case 'adapter.merge':
+      case 'adapter.list': return adapterCall(this.#adapters, call, adapterCallHooks(this.#prefix.cache, this.#merged));
       case 'stats': return this.stats();
       case 'prefix.stats':
       case 'prefix.clear': return prefixCall(this.#prefix.cache, this.#adapters, call);
@@ -110,7 +125,7 @@ export class EngineCore {
     const { maxBatch, contextLength, maxLoras } = this.#options;
     return engineStats({
       counters: this.#counters, running: this.#running.all, waiting: this.#waiting, maxBatch, contextLength, maxLoras,
-      adapters: this.#adapters, prefixCache: this.#prefix.cache,
+      adapters: this.#adapters, prefixCache: this.#prefix.cache, merged: this.#merged,
     });
   }
 
@@ -152,14 +167,17 @@ export class EngineCore {
     return this.#options.maxBatchedTokens ?? this.#options.prefillChunk + this.#options.maxBatch;
   }
 
-  /** One decode run over the decoding rows, then each prefill chunk the token budget allows, each in a run of its own. */
+  /**
+   * One decode run over each session's decoding rows (the base session's, then each merged one's), then each prefill
+   * chunk the token budget allows, each in a run of its own.
+   */
   async #step(): Promise<void> {
     const decoding = this.#running.decoding();
     const chunks = prefillChunks(this.#running.prefilling(), this.#maxBatchedTokens - decoding.length, this.#options.prefillChunk);
     let prefilled = 0;
     this.#inStep = true;
     try {
-      if (decoding.length > 0) await this.#decode(decoding);
+      for (const rows of this.#running.decodingBySession()) await this.#decode(rows);
       for (const [seq, chunk] of chunks) {
         if (seq.ended) continue;
         await this.#prefill(seq, chunk);
@@ -188,7 +206,7 @@ export class EngineCore {
     const planned = [...prefillChunks(this.#running.prefilling(), this.#maxBatchedTokens - decoding, this.#options.prefillChunk).values()];
     const room = { rows: this.#options.maxBatch - this.#running.length, tokens: this.#maxBatchedTokens - decoding - planned.reduce((a, b) => a + b, 0) };
     const hooks = {
-      acquire: (seq: Sequence) => (this.#adapters && seq.adapter ? this.#adapters.acquireSlot(seq.adapter, seq.arrivedAt) : { slot: 0 }),
+      acquire: (seq: Sequence) => (this.#adapters && seq.adapter && !this.#mergedSessionOf(seq) ? this.#adapters.acquireSlot(seq.adapter, seq.arrivedAt) : { slot: 0 }),
       cost: (seq: Sequence) => (forkSource(seq, this.#running.all) ? 0 : Math.min(this.#prefix.uncached(seq), this.#options.prefillChunk)),
       ready: (seq: Sequence) => forkSource(seq, this.#running.all) !== undefined || !siblingComputing(seq, this.#waiting, this.#running.all),
     };
@@ -201,6 +219,8 @@ export class EngineCore {
       }
       this.#waiting.splice(this.#waiting.indexOf(seq), 1);
       seq.slot = decision.slot;
+      seq.session = this.#mergedSessionOf(seq);
+      if (seq.session) seq.session.users++;
       seq.admittedAt = performance.now();
       const source = forkSource(seq, this.#running.all);
       const place = () => {
@@ -216,6 +236,11 @@ export class EngineCore {
       }
     }
     this.#releaseEnded();
+  }
+
+  /** The merged session that serves the sequence's adapter now, if any. */
+  #mergedSessionOf(seq: Sequence): MergedSession | null {
+    return seq.adapter ? (this.#merged?.sessionFor(seq.adapter.digest) ?? null) : null;
   }
 
   async #prefill(seq: Sequence, length: number): Promise<void> {
@@ -244,45 +269,19 @@ export class EngineCore {
     });
   }
 
-  /** One graph run over the sequences' contiguous rows; on failure every sequence in it ends with an error. */
+  /** One model run (see ModelRuns.forward); on failure every sequence in it ends with the error. */
   async #forward(seqs: Sequence[], tokens: number[][]): Promise<Float32Array | null> {
-    const lora = this.#loraBatch(seqs);
-    try {
-      return await this.#decoder.forward({ firstRow: seqs[0].row, tokens, pastLengths: seqs.map((s) => s.computed) }, this.#kv, lora);
-    } catch (err) {
-      const message = `model run failed: ${err instanceof Error ? err.message : String(err)}`;
-      for (const seq of seqs) this.#end(seq, { code: 'engine_error', message });
-      return null;
-    }
-  }
-
-  /** The run's adapter inputs whenever the engine serves adapters (the native graph reads its slot stacks every run). */
-  #loraBatch(seqs: Sequence[]): LoraBatch | undefined {
-    if (!this.#adapters) return undefined;
-    if (seqs.some((s) => s.slot > 0)) this.#counters.loraRuns++;
-    return this.#adapters.slots.batch(seqs[0].row, seqs.map((s) => s.slot));
+    const out = await this.#runs.forward(seqs, tokens);
+    if (out instanceof Float32Array) return out;
+    for (const seq of seqs) this.#end(seq, { code: 'engine_error', message: out.error });
+    return null;
   }
 
   #sample(seq: Sequence, logits: Float32Array, row: number): void {
     // Aborted while its run was in flight: its client is gone.
     if (seq.ended) return;
-    const V = this.#decoder.config.vocabSize;
-    const params = seq.request.sampling;
-    let result;
-    try {
-      result = this.#sampler.sample(logits.subarray(row * V, (row + 1) * V), params, seq.sampling);
-    } catch (err) {
-      // A sampling failure is this request's, not the batch's.
-      this.#end(seq, { code: 'engine_error', message: `sampling failed: ${err instanceof Error ? err.message : String(err)}` });
-      return;
-    }
-    const token = result.tokenId;
-    seq.sampling.append(token);
-    seq.tokens.push(token);
-    this.#counters.generated++;
-    const stop = stopAfterToken(token, params, this.#eos, { output: seq.outputLength, total: seq.tokens.length, context: this.#options.contextLength });
-    this.#outbox.token({ id: seq.id, tokenId: token, logprob: result.logprob, topLogprobs: result.topLogprobs, stopToken: stop?.reason === 'stop' });
-    if (stop) this.#end(seq, { reason: stop.reason, stopReason: stop.reason === 'stop' ? stop.tokenId : null });
+    const outcome = this.#runs.sample(seq, logits, row);
+    if (outcome) this.#end(seq, outcome);
   }
 
   /**
@@ -308,6 +307,8 @@ export class EngineCore {
       else this.#waiting.splice(this.#waiting.indexOf(seq), 1);
       if (seq.slot > 0) this.#adapters?.slots.release(seq.slot);
       seq.slot = 0;
+      if (seq.session) this.#merged?.release(seq.session);
+      seq.session = null;
       if (seq.adapter) this.#adapters?.unbind(seq.adapter.digest);
     }
   }

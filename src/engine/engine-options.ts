@@ -22,6 +22,8 @@ export interface EngineOptions {
    * every row decodes.
    */
   maxBatchedTokens?: number;
+  /** Most adapters merged into sessions of their own at once (each a full copy of the weights); 0 (default) turns merging off. */
+  maxMerged?: number;
   /** Host memory for the prefix cache's KV blocks, in bytes; 0 turns it off. Default 0. */
   prefixCacheBytes?: number;
   /** Adapter slots in the graph: the most distinct adapters one batch can use. 0 disables LoRA. */

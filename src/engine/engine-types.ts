@@ -83,6 +83,8 @@ export interface AdapterInfo {
   tier: 'disk' | 'host' | 'slot';
   /** Requests waiting for or running with it. */
   activeRequests: number;
+  /** Whether new requests run on a session with its weights merged in; 'building' while that session is built. */
+  merged: boolean | 'building';
 }
 
 export interface EngineStats {
@@ -96,8 +98,12 @@ export interface EngineStats {
   waitingAdapters: string[];
   adapterLoads: { host: number; slot: number };
   adapterEvictions: { host: number; slot: number };
-  /** Model runs in which some row used an adapter. */
+  /** Model runs in which some row used an adapter through the LoRA slots. */
   loraRuns: number;
+  /** Model runs on a merged session. */
+  mergedRuns: number;
+  /** Merged sessions held, merges and unmerges since start, and the last merged build's time (null before any). */
+  merged: { sessions: number; merges: number; unmerges: number; lastBuildMs: number | null };
   stepsTotal: number;
   tokensGenerated: number;
   promptTokens: number;

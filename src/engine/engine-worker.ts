@@ -5,6 +5,7 @@ import { AdapterManager } from '../adapters/adapter-manager.js';
 import { LORA_WEIGHT_TYPE } from '../model/graph-builder.js';
 import { loadModel } from '../model/load-model.js';
 import { EngineCore } from './engine-core.js';
+import { mergedSessions } from './merge-builds.js';
 import type { EngineOptions } from './engine-options.js';
 import type { FromWorker, ToWorker } from './worker-protocol.js';
 
@@ -35,7 +36,8 @@ try {
     : null;
   // LORASERVE_CHECK_INVARIANTS=1 (set by the test configuration) checks the engine's bookkeeping each time it goes idle.
   const checkInvariants = options.checkInvariants ?? process.env.LORASERVE_CHECK_INVARIANTS === '1';
-  core = new EngineCore(model.decoder, adapters, { ...options, contextLength, checkInvariants }, model.buildDigest, post);
+  const merged = adapters ? mergedSessions(model, options, post, () => core?.wake()) : null;
+  core = new EngineCore({ decoder: model.decoder, adapters, merged, options: { ...options, contextLength, checkInvariants }, modelDigest: model.buildDigest, post });
   const engine = core;
   port.on('message', (message: ToWorker) => {
     switch (message.type) {
@@ -59,6 +61,7 @@ try {
   post({ type: 'ready', config: model.config, contextLength, rebuildReason: model.rebuildReason ?? null, runtime: model.runtime, runtimeNote: model.runtimeNote });
   await engine.run();
   await adapters?.close();
+  await merged?.close();
   await model.decoder.release();
   port.close();
 } catch (err) {

@@ -31,6 +31,7 @@ export class Engine {
   #model: Omit<Extract<FromWorker, { type: 'ready' }>, 'type'> | null = null;
   readonly #adapterLoadListeners: ((tier: 'host' | 'slot', seconds: number) => void)[] = [];
   readonly #stepListeners: ((tokens: StepTokensOut) => void)[] = [];
+  readonly #logListeners: ((line: Extract<FromWorker, { type: 'log' }>) => void)[] = [];
   readonly #failureListeners: ((reason: string) => void)[] = [];
   #nextCall = 0;
   #dead: string | null = null;
@@ -125,6 +126,8 @@ export class Engine {
       await this.#call({ op: 'adapter.unregister', name });
     },
     pin: async (name: string, pinned: boolean): Promise<AdapterInfo> => (await this.#call({ op: 'adapter.pin', name, pinned })) as AdapterInfo,
+    /** Starts merging the adapter into a session of its own (answers while it builds: `merged: 'building'`), or unmerges it. */
+    merge: async (name: string, merged: boolean): Promise<AdapterInfo> => (await this.#call({ op: 'adapter.merge', name, merged })) as AdapterInfo,
     list: async (): Promise<AdapterInfo[]> => (await this.#call({ op: 'adapter.list' })) as AdapterInfo[],
   };
 
@@ -134,6 +137,11 @@ export class Engine {
     /** Drops blocks, pinned ones too: all (`adapter` undefined), the base model's (null), or one adapter's (by name). */
     clear: async (adapter?: string | null): Promise<number> => ((await this.#call({ op: 'prefix.clear', adapter })) as { droppedBlocks: number }).droppedBlocks,
   };
+
+  /** Called with each line the engine worker has for the server's log. */
+  onLog(listener: (line: Extract<FromWorker, { type: 'log' }>) => void): void {
+    this.#logListeners.push(listener);
+  }
 
   /** Called after each engine step with the tokens it computed. */
   onStep(listener: (tokens: StepTokensOut) => void): void {
@@ -194,6 +202,9 @@ export class Engine {
       }
       case 'fatal':
         this.#die(message.message);
+        return;
+      case 'log':
+        for (const listener of this.#logListeners) listener(message);
         return;
       case 'ready':
         this.#model = message;

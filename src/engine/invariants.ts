@@ -1,6 +1,12 @@
 // Runs in the engine worker: the bookkeeping rules every state between steps must satisfy.
+import type { MergedSession } from './merged-sessions.js';
 import type { PrefixCache } from './prefix-cache.js';
 import type { Sequence } from './sequence.js';
+
+/** A decoding row's session: '' for the base, else the merged adapter's digest; the base session's rows come first. */
+function sessionKey(seq: Sequence): string {
+  return seq.session?.adapter ?? '';
+}
 
 export interface EngineState {
   running: readonly Sequence[];
@@ -29,6 +35,7 @@ export function checkEngineInvariants(state: EngineState): string[] {
   running.forEach((seq, i) => {
     if (seq.row !== i) problems.push(`rows not dense: running[${i}] (${seq.id}) holds row ${seq.row}`);
     if (!seq.prefilling && i > 0 && running[i - 1].prefilling) problems.push(`decoding sequence ${seq.id} in row ${i} follows a prefilling one`);
+    if (!seq.prefilling && i > 0 && !running[i - 1].prefilling && sessionKey(running[i - 1]) > sessionKey(seq)) problems.push(`decoding sequence ${seq.id} in row ${i} is out of its session's rows`);
     if (seq.computed > state.contextLength || seq.computed > seq.tokens.length) problems.push(`sequence ${seq.id} has ${seq.computed} computed positions of ${seq.tokens.length} tokens`);
   });
   for (const seq of waiting) {
@@ -51,6 +58,10 @@ export function checkEngineInvariants(state: EngineState): string[] {
       if (bound !== requests) problems.push(`adapter ${digest.slice(0, 12)} has ${bound} bindings but ${requests} requests`);
     }
   }
+  const users = new Map<MergedSession, number>();
+  for (const seq of running) if (seq.session) users.set(seq.session, (users.get(seq.session) ?? 0) + 1);
+  for (const [session, n] of users) if (session.users !== n) problems.push(`merged session ${session.adapter.slice(0, 12)} counts ${session.users} users but ${n} rows run on it`);
+  for (const seq of running) if (seq.session && seq.slot !== 0) problems.push(`sequence ${seq.id} on a merged session holds slot ${seq.slot}`);
   if (state.prefixCache) problems.push(...state.prefixCache.violations());
   return problems;
 }

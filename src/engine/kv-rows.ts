@@ -25,18 +25,24 @@ export function rowMoves(kv: KvCache, slots: SlotManager | null): RowMoves {
   };
 }
 
+/** Sorts after every session key: prefilling rows come last. */
+const PREFILL_KEY = '\uffff';
+
 /**
- * The running sequences in their KV rows, kept dense and ordered: decoding sequences in rows 0..d-1, then the
- * sequences in prefill, so a decode batch is always one contiguous range of rows that the graph reads in place. Each
- * prefilling sequence runs on its own row (the attention operator takes one multi-token row per run when it has past
- * context), in any order: the scheduler orders their chunks by arrival, not by row.
+ * The running sequences in their KV rows, kept dense and ordered: decoding sequences first, grouped by the session
+ * that runs them (`session(seq)`: '' for the base session, which comes first), then the sequences in prefill. So each
+ * session's decode batch is one contiguous range of rows that the graph reads in place. Each prefilling sequence runs
+ * on its own row (the attention operator takes one multi-token row per run when it has past context), in any order:
+ * the scheduler orders their chunks by arrival, not by row.
  */
 export class KvRows {
   readonly #rows: Sequence[] = [];
   readonly #moves: RowMoves;
+  readonly #session: (seq: Sequence) => string;
 
-  constructor(moves: RowMoves) {
+  constructor(moves: RowMoves, session: (seq: Sequence) => string = () => '') {
     this.#moves = moves;
+    this.#session = session;
   }
 
   /** Running sequences by row: `all[i].row === i`. */
@@ -58,64 +64,100 @@ export class KvRows {
     return this.#rows.slice(0, this.decodingCount);
   }
 
+  /** The decoding rows as one contiguous run per session, in row order. */
+  decodingBySession(): Sequence[][] {
+    const groups: Sequence[][] = [];
+    for (const seq of this.decoding()) {
+      const last = groups.at(-1);
+      if (last && this.#session(last[0]) === this.#session(seq)) last.push(seq);
+      else groups.push([seq]);
+    }
+    return groups;
+  }
+
   prefilling(): Sequence[] {
     return this.#rows.slice(this.decodingCount);
   }
 
-  /** Gives the sequence a row: the next one, or for a decoding sequence the first prefill row (whose sequence moves to the next). */
+  /** Where a sequence belongs in the order: its session's key while decoding, after all of them while prefilling. */
+  key(seq: Sequence): string {
+    return seq.prefilling ? PREFILL_KEY : this.#session(seq);
+  }
+
+  /**
+   * Gives the sequence a row at the end of its part; the first row of each later part moves to that part's end, so
+   * one move per later part.
+   */
   add(seq: Sequence): void {
-    const d = this.decodingCount;
-    const at = !seq.prefilling && d < this.#rows.length ? d : this.#rows.length;
-    if (at < this.#rows.length) {
-      const displaced = this.#rows[at];
-      this.#moveTo(displaced, this.#rows.length);
-      this.#rows.push(displaced);
+    const rows = this.#rows;
+    const key = this.key(seq);
+    let at = rows.findIndex((s) => this.key(s) > key);
+    if (at === -1) at = rows.length;
+    let hole = rows.length;
+    // From the last part back: its first row moves into the hole after it, and the hole moves to where that row was.
+    for (const first of this.#partStarts(at).reverse()) {
+      this.#put(rows[first], hole);
+      hole = first;
     }
-    seq.row = at;
-    this.#rows[at] = seq;
+    seq.row = hole;
+    rows[hole] = seq;
   }
 
   /**
    * Takes the sequence out of its row, keeping the rows dense and ordered: the last row of its part takes its place,
-   * and a decoding gap is filled from the prefill part's last row. Call only between runs.
+   * then the last row of each later part fills the gap the previous move left. Call only between runs.
    */
   remove(seq: Sequence): void {
     const rows = this.#rows;
-    const d = this.decodingCount;
     let gap = seq.row;
-    if (gap < d && gap !== d - 1) {
-      this.#put(rows[d - 1], gap);
-      gap = d - 1;
+    const end = this.#partEnd(gap);
+    if (end !== gap) {
+      this.#put(rows[end], gap);
+      gap = end;
     }
-    const last = rows.length - 1;
-    if (gap !== last) this.#put(rows[last], gap);
+    while (gap < rows.length - 1) {
+      const last = this.#partEnd(gap + 1);
+      this.#put(rows[last], gap);
+      gap = last;
+    }
     rows.pop();
     seq.row = -1;
   }
 
-  /** After runs: sequences whose prefill finished move in front of those still in prefill. */
+  /** After runs: sequences whose prefill finished join their session's rows, by exchanging rows. */
   arrange(): void {
     const rows = this.#rows;
-    let firstPrefill = rows.findIndex((s) => s.prefilling);
-    if (firstPrefill === -1) return;
-    for (let i = firstPrefill + 1; i < rows.length; i++) {
-      if (rows[i].prefilling) continue;
-      const [a, b] = [rows[firstPrefill], rows[i]];
-      this.#moves.swap(a, b);
-      [a.row, b.row] = [b.row, a.row];
-      rows[a.row] = a;
-      rows[b.row] = b;
-      firstPrefill++;
-    }
+    const target = rows.map((seq, i) => ({ seq, i, key: this.key(seq) }))
+      .sort((x, y) => (x.key < y.key ? -1 : x.key > y.key ? 1 : x.i - y.i))
+      .map((t) => t.seq);
+    target.forEach((want, i) => {
+      const here = rows[i];
+      if (here === want) return;
+      this.#moves.swap(here, want);
+      [here.row, want.row] = [want.row, i];
+      rows[here.row] = here;
+      rows[i] = want;
+    });
+  }
+
+  /** The last row of the part (same key) that row `i` is in. */
+  #partEnd(i: number): number {
+    const key = this.key(this.#rows[i]);
+    let end = i;
+    while (end + 1 < this.#rows.length && this.key(this.#rows[end + 1]) === key) end++;
+    return end;
+  }
+
+  /** The first rows of the parts that start at or after row `from`. */
+  #partStarts(from: number): number[] {
+    const starts: number[] = [];
+    for (let i = from; i < this.#rows.length; i++) if (i === from || this.key(this.#rows[i]) !== this.key(this.#rows[i - 1])) starts.push(i);
+    return starts;
   }
 
   #put(seq: Sequence, to: number): void {
-    this.#moveTo(seq, to);
-    this.#rows[to] = seq;
-  }
-
-  #moveTo(seq: Sequence, to: number): void {
     this.#moves.move(seq, to);
     seq.row = to;
+    this.#rows[to] = seq;
   }
 }

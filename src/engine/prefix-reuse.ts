@@ -14,24 +14,32 @@ const PREFIX_BLOCK_TOKENS = 16;
 export class PrefixReuse {
   readonly cache: PrefixCache | null;
   readonly #kv: KvCache;
-  readonly #model: string;
+  readonly #modelOf: (seq: Sequence) => string;
 
-  /** `cacheBytes`: the pool's size (0: no cache); `model`: digest of the model build, the first field of every block's key. */
-  constructor(cacheBytes: number, kv: KvCache, model: string) {
+  /**
+   * `cacheBytes`: the pool's size (0: no cache); `modelOf`: the digest of the build that computes (or would compute)
+   * the sequence's KV, the first field of its blocks' keys: a merged session's KV is not the base session's.
+   */
+  constructor(cacheBytes: number, kv: KvCache, modelOf: (seq: Sequence) => string) {
     this.cache = cacheBytes > 0 ? new PrefixCache(PREFIX_BLOCK_TOKENS, kv.positionFloats, cacheBytes) : null;
     this.#kv = kv;
-    this.#model = model;
+    this.#modelOf = modelOf;
   }
 
-  /** The hash chain of the sequence's full prompt blocks, computed once; empty when it opted out or the cache is off. */
+  /**
+   * The hash chain of the sequence's full prompt blocks, computed once per build digest; empty when it opted out or
+   * the cache is off.
+   */
   hashes(seq: Sequence): readonly string[] {
-    if (seq.prefixHashes === null) {
+    const model = this.#modelOf(seq);
+    if (seq.prefixHashes?.model !== model) {
       const { prefix } = seq.request;
-      seq.prefixHashes = this.cache && prefix?.use !== false
-        ? this.cache.chain({ model: this.#model, adapter: seq.adapter?.digest ?? null, salt: prefix?.salt ?? null }, seq.request.promptIds)
+      const chain = this.cache && prefix?.use !== false
+        ? this.cache.chain({ model, adapter: seq.adapter?.digest ?? null, salt: prefix?.salt ?? null }, seq.request.promptIds)
         : [];
+      seq.prefixHashes = { model, chain };
     }
-    return seq.prefixHashes;
+    return seq.prefixHashes.chain;
   }
 
   /**

@@ -1,5 +1,6 @@
 // Runs in the engine worker.
 import type { AdapterEntry } from '../adapters/adapter-manager.js';
+import type { MergedSession } from './merged-sessions.js';
 import type { GenerationRequest } from './engine-types.js';
 import { SequenceSamplingState } from './sequence-sampling-state.js';
 
@@ -15,15 +16,17 @@ export class Sequence {
   readonly sampling: SequenceSamplingState;
   /** Content the request is bound to; null for the base model. */
   readonly adapter: AdapterEntry | null;
-  /** Graph slot of the adapter while running (0 = no adapter). */
+  /** Graph slot of the adapter while running (0 = no adapter, or its adapter is merged into `session`). */
   slot = 0;
+  /** The merged session it runs on, chosen at admission; null: the base session (with its adapter in `slot`). */
+  session: MergedSession | null = null;
   /** KV row while running; -1 while waiting. */
   row = -1;
   computed = 0;
   /** Prompt tokens restored from the prefix cache instead of computed. */
   cachedTokens = 0;
-  /** Hash chain of its full prompt blocks (PrefixReuse.hashes); null until computed. */
-  prefixHashes: readonly string[] | null = null;
+  /** Hash chain of its full prompt blocks under a build's digest (PrefixReuse.hashes); null until computed. */
+  prefixHashes: { model: string; chain: readonly string[] } | null = null;
   /** Leading prompt blocks known to be in the prefix cache (restored from it or stored into it). */
   storedBlocks = 0;
   /** The logits after its last prompt token, kept while sibling choices wait to fork from it (GenerationRequest.forkOf). */

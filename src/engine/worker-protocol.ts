@@ -8,6 +8,8 @@ export type EngineCall =
   | { op: 'adapter.register'; name: string; path: string }
   | { op: 'adapter.unregister'; name: string }
   | { op: 'adapter.pin'; name: string; pinned: boolean }
+  /** Merge the adapter into a session of its own (built off the loop), or unmerge it. */
+  | { op: 'adapter.merge'; name: string; merged: boolean }
   | { op: 'adapter.list' }
   | { op: 'stats' }
   /** The prefix cache's state (null when it is off). */
@@ -69,6 +71,8 @@ export type FromWorker =
   /** `runtimeNote`: why the native runtime is not serving though it was preferred (see RuntimeChoice 'auto'). */
   | { type: 'ready'; config: ModelConfig; contextLength: number; rebuildReason: string | null; runtime: 'native' | 'stock'; runtimeNote: string | null }
   | { type: 'fatal'; message: string }
+  /** A line for the server's log (merged builds: progress, ready, failed). */
+  | { type: 'log'; level: 'info' | 'warn'; message: string; fields: Record<string, unknown> }
   | { type: 'step'; tokens: TokenOut[]; done: DoneOut[]; errors: { id: string; code: EngineErrorCode; message: string }[]; adapterLoads: AdapterLoadOut[]; steps: StepTokensOut[] }
   | { type: 'reply'; callId: number; ok: true; value: CallResult }
   | { type: 'reply'; callId: number; ok: false; code: AdapterErrorCode | EngineErrorCode; path: string | null; message: string };

@@ -63,6 +63,10 @@ export class ServerMetrics {
   readonly #prefixHits: Counter[];
   readonly #prefixEvictions: Counter;
   readonly #prefixBytes: Gauge;
+  readonly #runs: Counter<'kind'>;
+  readonly #merges: Counter<'change'>;
+  readonly #mergedSessions: Gauge;
+  readonly #mergeBuild: Gauge;
   readonly #vllmWaiting: Gauge<'model_name'>;
   readonly #vllmRunning: Gauge<'model_name'>;
   readonly #vllmKvUsage: Gauge<'model_name'>;
@@ -115,6 +119,10 @@ export class ServerMetrics {
     this.#prefixHits = [counter('loraserve_prefix_cache_hit_tokens_total', restored), counter('vllm:prefix_cache_hits_total', `${restored} (vLLM name).`)];
     this.#prefixEvictions = counter('loraserve_prefix_cache_evictions_total', 'Prefix-cache blocks evicted to make room (least recently used, unpinned, without cached children).');
     this.#prefixBytes = gauge('loraserve_prefix_cache_bytes', 'Host memory held by prefix-cache KV blocks.');
+    this.#runs = counter('loraserve_model_runs_total', 'Model runs with adapters: lora (some row through the LoRA slots) or merged (on a session with an adapter merged in).', ['kind']);
+    this.#merges = counter('loraserve_adapter_merges_total', 'Adapters merged into a session of their own (change="merge") or unmerged (change="unmerge").', ['change']);
+    this.#mergedSessions = gauge('loraserve_merged_sessions', 'Sessions with an adapter merged in, each a full copy of the quantized weights.');
+    this.#mergeBuild = gauge('loraserve_merge_build_seconds', 'Time the last merged session took to build (or reuse) and open.');
     const stepTokens = histogram('loraserve_step_tokens', 'Tokens one engine step computed, by kind: prefill (prompt tokens) or decode (one per decoding request).', STEP_TOKEN_BUCKETS, ['kind']);
     source.onStep(({ prefill, decode }) => {
       if (prefill > 0) stepTokens.observe({ kind: 'prefill' }, prefill);
@@ -182,6 +190,12 @@ export class ServerMetrics {
       this.#adapterEvictions.inc({ tier }, this.#advance(`evictions.${tier}`, stats.adapterEvictions[tier]));
     }
 
+    this.#runs.inc({ kind: 'lora' }, this.#advance('runs.lora', stats.loraRuns));
+    this.#runs.inc({ kind: 'merged' }, this.#advance('runs.merged', stats.mergedRuns));
+    this.#merges.inc({ change: 'merge' }, this.#advance('merges', stats.merged.merges));
+    this.#merges.inc({ change: 'unmerge' }, this.#advance('unmerges', stats.merged.unmerges));
+    this.#mergedSessions.set(stats.merged.sessions);
+    if (stats.merged.lastBuildMs !== null) this.#mergeBuild.set(stats.merged.lastBuildMs / 1000);
     const prefix = stats.prefixCache;
     if (prefix) {
       const queried = this.#advance('prefix.queries', prefix.queryTokens);

@@ -33,14 +33,14 @@ describe('parseServeConfig', () => {
     expect(c.model).toMatchObject({ modelDir: null, servedModelName: null, quantization: 'int4', contextLength: null, cacheDir: null, runtime: 'auto' });
     expect(c.model.threads).toBeGreaterThan(0);
     expect(c.scheduler).toEqual({ maxBatch: 16, maxWaiting: 256, prefillChunk: 512, maxBatchedTokens: null, prefixCacheBytes: 1024 ** 3, adapterWaitTimeoutMs: 60_000 });
-    expect(c.adapters).toEqual({ dirs: [], preload: [], maxLoras: 8, maxLoraRank: 16, maxCpuLoraBytes: 1024 ** 3, loadTimeoutMs: 30_000 });
+    expect(c.adapters).toEqual({ dirs: [], preload: [], merge: [], maxMerged: 1, maxLoras: 8, maxLoraRank: 16, maxCpuLoraBytes: 1024 ** 3, loadTimeoutMs: 30_000 });
   });
 
   it('reads every flag', () => {
     const c = parse([
       '--model', model, '--served-model-name', 'base', '--quant', 'fp32', '--host', '0.0.0.0', '--port', '9000',
       '--adapter-dir', rootA, '--adapter-dir', rootB, '--adapter', `sql=${adapter}`, '--max-loras', '2', '--max-lora-rank', '64',
-      '--max-cpu-lora-bytes', '512MiB', '--adapter-load-timeout', '12', '--context-length', '256', '--max-batch', '4', '--max-waiting', '3', '--prefill-chunk', '64', '--max-batched-tokens', '80', '--prefix-cache-bytes', '64MiB', '--adapter-wait-timeout', '2.5',
+      '--max-cpu-lora-bytes', '512MiB', '--merge', 'sql', '--max-merged', '2', '--adapter-load-timeout', '12', '--context-length', '256', '--max-batch', '4', '--max-waiting', '3', '--prefill-chunk', '64', '--max-batched-tokens', '80', '--prefix-cache-bytes', '64MiB', '--adapter-wait-timeout', '2.5',
       '--threads', '2', '--runtime', 'stock', '--api-key', 'k1', '--admin-key', 'k2', '--body-limit', '64K', '--request-timeout', '10', '--keep-alive-timeout', '75', '--shutdown-timeout', '1.5',
       '--cache-dir', dir, '--log-level', 'warn',
     ]);
@@ -48,7 +48,7 @@ describe('parseServeConfig', () => {
       http: { host: '0.0.0.0', port: 9000, apiKey: 'k1', adminKey: 'k2', bodyLimit: 65536, requestTimeoutMs: 10_000, keepAliveTimeoutMs: 75_000, shutdownTimeoutMs: 1500, logLevel: 'warn' },
       model: { modelDir: model, servedModelName: 'base', quantization: 'fp32', threads: 2, contextLength: 256, cacheDir: dir, runtime: 'stock' },
       scheduler: { maxBatch: 4, maxWaiting: 3, prefillChunk: 64, maxBatchedTokens: 80, prefixCacheBytes: 64 * 1024 ** 2, adapterWaitTimeoutMs: 2500 },
-      adapters: { dirs: [rootA, rootB], preload: [{ name: 'sql', path: adapter }], maxLoras: 2, maxLoraRank: 64, maxCpuLoraBytes: 512 * 1024 ** 2, loadTimeoutMs: 12_000 },
+      adapters: { dirs: [rootA, rootB], preload: [{ name: 'sql', path: adapter }], merge: ['sql'], maxMerged: 2, maxLoras: 2, maxLoraRank: 64, maxCpuLoraBytes: 512 * 1024 ** 2, loadTimeoutMs: 12_000 },
     });
   });
 
@@ -90,6 +90,8 @@ describe('parseServeConfig', () => {
     [['--adapter', `sql=${adapter}`, '--adapter', `sql=${adapter}`], '--adapter sql is given twice'],
     [['--api-key', 'same', '--admin-key', 'same'], '--admin-key must differ from --api-key'],
     [['--max-batch', '32', '--max-batched-tokens', '32'], '--max-batched-tokens (32) must be above --max-batch (32)'],
+    [['--merge', 'sql'], '--merge sql: no --adapter sql=DIR is given'],
+    [['--adapter', `sql=${adapter}`, '--merge', 'sql', '--max-merged', '0'], '--merge names 1 adapters but --max-merged is 0'],
   ])('refuses %j with a clear message', (argv, message) => {
     expect(failure(argv)).toContain(message);
   });
