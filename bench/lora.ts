@@ -77,15 +77,18 @@ const result: Record<string, unknown> = {
   prompt_tokens: promptLength, max_tokens: maxTokens, max_loras: baseOptions.maxLoras,
 };
 
-/** Decode tok/s per scenario and concurrency: (a0) no LoRA inputs, (a) LoRA graph without adapters, (b) one, (c) 8. */
+/**
+ * Decode tok/s per scenario and concurrency: (a0) no LoRA inputs, (a) LoRA graph without adapters, (b) one, (c) 8,
+ * (e) one adapter merged into a session of its own (merged mode).
+ */
 async function decodeScenarios(runtime: RuntimeChoice): Promise<Record<string, Record<string, number>>> {
   // (a0) the same base graph built without LoRA inputs: what an adapter-free deployment gets.
   const plain = await Engine.start({ ...baseOptions, maxLoras: 0, runtime });
   await decodeThroughput(plain, Array(maxConcurrency).fill(null)); // warm-up: first runs of a session are slow
-  const decode: Record<string, Record<string, number>> = { no_lora_graph: {}, a_no_adapter: {}, b_one_adapter: {}, c_8_adapters: {} };
+  const decode: Record<string, Record<string, number>> = { no_lora_graph: {}, a_no_adapter: {}, b_one_adapter: {}, c_8_adapters: {}, e_one_merged: {} };
   for (const n of concurrencies) decode.no_lora_graph[`c${n}`] = round(await decodeThroughput(plain, Array(n).fill(null)));
   await plain.shutdown(0);
-  const engine = await Engine.start({ ...baseOptions, runtime });
+  const engine = await Engine.start({ ...baseOptions, runtime, maxMerged: 1 });
   for (let i = 0; i < 8; i++) await engine.adapters.register(`warm${i}`, adapterDir(i));
   await decodeThroughput(engine, Array.from({ length: maxConcurrency }, (_, i) => (i % 2 ? `warm${i % 8}` : null)));
   for (const n of concurrencies) {
@@ -93,6 +96,11 @@ async function decodeScenarios(runtime: RuntimeChoice): Promise<Record<string, R
     decode.b_one_adapter[`c${n}`] = round(await decodeThroughput(engine, Array(n).fill('warm0')));
     decode.c_8_adapters[`c${n}`] = round(await decodeThroughput(engine, Array.from({ length: n }, (_, i) => `warm${i % 8}`)));
   }
+  // (e) warm1 merged (its build is cached after the first run); a different adapter than (b), so (b) is unaffected.
+  await engine.adapters.merge('warm1', true);
+  while ((await engine.adapters.list()).find((a) => a.name === 'warm1')?.merged !== true) await new Promise((resolve) => setTimeout(resolve, 200));
+  await decodeThroughput(engine, Array(maxConcurrency).fill('warm1'));
+  for (const n of concurrencies) decode.e_one_merged[`c${n}`] = round(await decodeThroughput(engine, Array(n).fill('warm1')));
   await engine.shutdown(0);
   return decode;
 }
@@ -102,7 +110,7 @@ function overheads(decode: Record<string, Record<string, number>>): Record<strin
   const out: Record<string, Record<string, Record<string, string>>> = {};
   for (const against of ['no_lora_graph', 'a_no_adapter']) {
     out[`vs_${against}`] = {};
-    for (const scenario of ['b_one_adapter', 'c_8_adapters', 'd_distinct_of_1000'].filter((x) => x in decode)) {
+    for (const scenario of ['b_one_adapter', 'c_8_adapters', 'd_distinct_of_1000', 'e_one_merged'].filter((x) => x in decode)) {
       out[`vs_${against}`][scenario] = {};
       for (const n of concurrencies) out[`vs_${against}`][scenario][`c${n}`] = `${round((decode[against][`c${n}`] / decode[scenario][`c${n}`] - 1) * 100)}%`;
     }
